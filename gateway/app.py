@@ -1,0 +1,128 @@
+"""Wiring: config + key → an aiohttp application with its store, upstream and routes."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from gateway import logs, proxy
+from gateway.config import Config
+from gateway.errors import error_response
+from gateway.metrics import Metrics
+from gateway.policy.decider import Decider
+from gateway.state import STATE, State
+from gateway.store.base import Store
+from gateway.store.memory import MemoryStore
+from gateway.upstream import Upstream
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def make_store(cfg: Config) -> Store:
+    if not cfg.redis.url and cfg.redis.mode == "standalone":
+        return MemoryStore()
+    from gateway.store.connect import redis_store
+
+    return redis_store(cfg.redis)
+
+
+def build_app(
+    cfg: Config, api_key: str, environ: Mapping[str, str], *, store: Store | None = None
+) -> web.Application:
+    metrics = Metrics()
+    store = store if store is not None else make_store(cfg)
+    divisor = cfg.redis.local_divisor or cfg.server.workers
+    decider = Decider(
+        store,
+        on_failure=cfg.redis.on_failure,
+        divisor=divisor,
+        timeout_s=cfg.redis.timeout_ms / 1000,
+        on_fallback=lambda mode: metrics.fallback.labels(mode).inc(),
+    )
+    state = State(
+        config=cfg,
+        store=store,
+        decider=decider,
+        upstream=Upstream(cfg.upstream.urls, api_key, cfg.upstream.timeout_s),
+        metrics=metrics,
+        log=logs.get("gateway"),
+        secrets={
+            "admin": environ.get(cfg.admin.token_env, ""),
+            "webhook": environ.get(cfg.webhooks.secret_env, ""),
+        },
+    )
+    app = web.Application(
+        client_max_size=cfg.server.max_body_bytes, middlewares=[observe], handler_args=None
+    )
+    app[STATE] = state
+    app.cleanup_ctx.append(_lifecycle)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics_endpoint)
+    app.router.add_route("*", "/{tail:.*}", proxy.handle)
+    return app
+
+
+async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
+    state = app[STATE]
+    await state.upstream.start()
+    yield
+    await state.decider.close()
+    await state.upstream.close()
+    await state.store.close()
+
+
+@web.middleware
+async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """One log line and one metric per request; an unexpected error becomes JSON, not a
+    traceback."""
+    started = time.perf_counter()
+    info: dict[str, Any] = {}
+    request["log"] = info
+    state = request.app[STATE]
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:  # aiohttp's own (e.g. 405 from the router)
+        response = error_response("route.unknown", exc.reason) if exc.status >= 400 else exc
+    except Exception:
+        state.log.exception("request.failed", method=request.method, **info)
+        response = error_response("internal.error", "unexpected gateway error")
+    code = response.headers.get("X-Gateway-Reject")
+    route = info.setdefault("route", request.path if request.path in _OPS else "unrouted")
+    decision = info.setdefault("decision", code or "ok")
+    state.metrics.requests.labels(route, str(response.status), decision).inc()
+    if route not in _OPS:
+        state.log.info(
+            "request",
+            method=request.method,
+            status=response.status,
+            ms=round((time.perf_counter() - started) * 1000, 2),
+            **info,
+        )
+    return response
+
+
+_OPS = frozenset({"/healthz", "/readyz", "/metrics"})
+
+
+async def healthz(_: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    mode = state.decider.mode
+    ready = not state.draining and mode != "closed"
+    body = {"store": mode, "draining": state.draining}
+    return web.Response(
+        status=200 if ready else 503, body=orjson.dumps(body), content_type="application/json"
+    )
+
+
+async def metrics_endpoint(request: web.Request) -> web.Response:
+    payload, ctype = request.app[STATE].metrics.render()
+    return web.Response(body=payload, headers={"Content-Type": ctype})

@@ -1,0 +1,146 @@
+"""Range and cross-field checks of a built config, each problem as `key.path: reason`."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
+
+if TYPE_CHECKING:
+    from gateway.config import Config
+
+PRODUCTS = ("chatapps", "sms", "verify", "contacts")
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+_SUBACCOUNT = re.compile(r"^[A-Za-z0-9\-._&]{3,50}$")  # 8x8's subAccountId pattern
+_NAME = re.compile(r"^[A-Za-z0-9\-._:]{1,64}$")
+
+
+def check(cfg: Config) -> list[str]:
+    problems: list[str] = []
+    _check_server(cfg, problems)
+    _check_redis(cfg, problems)
+    _check_upstream(cfg, problems)
+    _check_limits(cfg, problems)
+    _check_subaccounts(cfg, problems)
+    _check_clients(cfg, problems)
+    if cfg.templates.sync_s < 0:
+        problems.append("templates.sync_s: must be 0 (never) or more")
+    if cfg.admin.auth_failures_per_minute < 1:
+        problems.append("admin.auth_failures_per_minute: must be at least 1")
+    for key in ("stop_keywords", "start_keywords"):
+        words = getattr(cfg.policy, key)
+        if any(not w.strip() for w in words):
+            problems.append(f"policy.{key}: keywords must not be blank")
+    clash = {w.upper() for w in cfg.policy.stop_keywords} & {
+        w.upper() for w in cfg.policy.start_keywords
+    }
+    if clash:
+        problems.append(f"policy.start_keywords: {sorted(clash)} also in stop_keywords")
+    return problems
+
+
+def _positive(problems: list[str], path: str, value: float, *, zero: bool = False) -> None:
+    if value < 0 or (value == 0 and not zero):
+        problems.append(f"{path}: must be {'0 or more' if zero else 'above 0'}, got {value}")
+
+
+def _check_server(cfg: Config, problems: list[str]) -> None:
+    s = cfg.server
+    if not 0 <= s.port <= 65535:
+        problems.append(f"server.port: {s.port} is not a TCP port")
+    if not 1 <= s.workers <= 256:
+        problems.append(f"server.workers: must be 1..256, got {s.workers}")
+    _positive(problems, "server.max_body_bytes", s.max_body_bytes)
+    _positive(problems, "server.drain_s", s.drain_s, zero=True)
+    _check_cidrs(problems, "server.trusted_proxies", s.trusted_proxies)
+
+
+def _check_cidrs(problems: list[str], path: str, cidrs: tuple[str, ...]) -> None:
+    for cidr in cidrs:
+        try:
+            ipaddress.ip_network(cidr, strict=False)
+        except ValueError:
+            problems.append(f"{path}: {cidr!r} is not an IP network")
+
+
+def _check_redis(cfg: Config, problems: list[str]) -> None:
+    r = cfg.redis
+    if r.url and urlsplit(r.url).scheme not in ("redis", "rediss", "unix"):
+        problems.append(f"redis.url: {r.url!r} must start with redis://, rediss:// or unix://")
+    if r.mode == "sentinel" and not r.sentinels:
+        problems.append("redis.sentinels: mode = sentinel needs at least one host:port")
+    for hostport in r.sentinels:
+        host, _, port = hostport.rpartition(":")
+        if not host or not port.isdigit():
+            problems.append(f"redis.sentinels: {hostport!r} is not host:port")
+    _positive(problems, "redis.local_divisor", r.local_divisor, zero=True)
+    _positive(problems, "redis.timeout_ms", r.timeout_ms)
+
+
+def _check_upstream(cfg: Config, problems: list[str]) -> None:
+    u = cfg.upstream
+    if not u.api_key_env and not u.api_key_file:
+        problems.append("upstream.api_key_env: set it or upstream.api_key_file")
+    if not _NAME.match(u.account_id):
+        problems.append(f"upstream.account_id: {u.account_id!r} is not an account id")
+    _positive(problems, "upstream.timeout_s", u.timeout_s)
+    for product, url in u.urls.items():
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            problems.append(f"upstream.urls.{product}: {url!r} is not an http(s) URL")
+        elif parts.query or parts.fragment:
+            problems.append(f"upstream.urls.{product}: must not have a query or fragment")
+
+
+def _check_limits(cfg: Config, problems: list[str]) -> None:
+    lim = cfg.limits
+    for name in ("subaccount", "egress_ip"):
+        rps, burst = getattr(lim, f"{name}_rps"), getattr(lim, f"{name}_burst")
+        _positive(problems, f"limits.{name}_rps", rps)
+        _positive(problems, f"limits.{name}_burst", burst)
+        if 0 < rps <= burst:
+            problems.append(f"limits.{name}_burst: {burst} must be below {name}_rps ({rps})")
+    if not _NAME.match(lim.egress_ip):
+        problems.append(f"limits.egress_ip: {lim.egress_ip!r} is not a bucket name")
+    _positive(problems, "limits.otp_per_recipient", lim.otp_per_recipient)
+    _positive(problems, "limits.otp_window_s", lim.otp_window_s)
+    _positive(problems, "limits.end_user_ip_per_minute", lim.end_user_ip_per_minute)
+    _positive(problems, "limits.max_wait_ms", lim.max_wait_ms, zero=True)
+
+
+def _check_subaccounts(cfg: Config, problems: list[str]) -> None:
+    for name, sub in cfg.subaccounts.items():
+        path = f"subaccounts.{name}"
+        if not _SUBACCOUNT.match(name):
+            problems.append(f"{path}: {name!r} is not an 8x8 subAccountId")
+        if sub.account and not _NAME.match(sub.account):
+            problems.append(f"{path}.account: {sub.account!r} is not an account id")
+        _positive(problems, f"{path}.rps", sub.rps, zero=True)
+        _positive(problems, f"{path}.burst", sub.burst, zero=True)
+        if sub.rps or sub.burst:
+            rps, burst = cfg.subaccount_limit(name)
+            if burst >= rps:
+                problems.append(f"{path}.burst: {burst} must be below its rps ({rps})")
+
+
+def _check_clients(cfg: Config, problems: list[str]) -> None:
+    seen: set[str] = set()
+    for i, client in enumerate(cfg.clients):
+        path = f"clients[{i}]"
+        if not client.name:
+            problems.append(f"{path}.name: required")
+        if not client.token_sha256:
+            problems.append(f"{path}.token_sha256: required (from `gateway hash-token`)")
+        for digest in client.token_sha256:
+            if not _HEX64.match(digest):
+                problems.append(f"{path}.token_sha256: {digest[:12]!r}... is not 64 lowercase hex")
+            elif digest in seen:
+                problems.append(f"{path}.token_sha256: the same hash is used by another client")
+            seen.add(digest)
+        if not client.subaccounts:
+            problems.append(f"{path}.subaccounts: list the subaccounts it may use")
+        for sub in client.subaccounts:
+            if sub != "*" and not _SUBACCOUNT.match(sub):
+                problems.append(f"{path}.subaccounts: {sub!r} is not an 8x8 subAccountId")
+        _check_cidrs(problems, f"{path}.allowed_cidrs", client.allowed_cidrs)

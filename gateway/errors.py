@@ -1,0 +1,79 @@
+"""The gateway's own error answers: one JSON shape, one status per code (INTERFACE.md)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+STATUS: dict[str, int] = {
+    "request.invalid": 400,
+    "auth.missing": 401,
+    "auth.invalid": 401,
+    "auth.subaccount": 403,
+    "auth.address": 403,
+    "recipient.opted_out": 403,
+    "recipient.no_consent": 403,
+    "route.unknown": 404,
+    "not_found": 404,
+    "template.not_active": 409,
+    "request.too_large": 413,
+    "request.content_type": 415,
+    "rate_limited.subaccount": 429,
+    "rate_limited.egress_ip": 429,
+    "rate_limited.otp_recipient": 429,
+    "rate_limited.end_user_ip": 429,
+    "rate_limited.auth": 429,
+    "internal.error": 500,
+    "upstream.error": 502,
+    "store.unavailable": 503,
+    "upstream.unavailable": 503,
+    "upstream.timeout": 504,
+}
+
+
+class GatewayError(Exception):
+    """A refusal found while reading the request (route, auth, body): answered, not raised on."""
+
+    def __init__(self, code: str, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.extra = extra
+
+
+def now_rfc3339() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def error_response(
+    code: str,
+    message: str,
+    *,
+    headers: Mapping[str, str] | None = None,
+    **extra: Any,
+) -> web.Response:
+    body = {
+        "code": code,
+        "message": message,
+        "errorId": str(uuid.uuid4()),
+        "timestamp": now_rfc3339(),
+        **extra,
+    }
+    hdrs = {"X-Gateway-Reject": code}
+    if headers:
+        hdrs.update(headers)
+    return web.Response(
+        status=STATUS[code],
+        body=orjson.dumps(body),
+        content_type="application/json",
+        headers=hdrs,
+    )
+
+
+def from_exception(exc: GatewayError) -> web.Response:
+    return error_response(exc.code, exc.message, **exc.extra)

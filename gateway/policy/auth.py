@@ -1,0 +1,112 @@
+"""Who is calling: client tokens (hashed, compared in constant time), subaccount scope,
+caller address allow-lists, and which end-user IP a send carries."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from gateway.config import ClientConfig, Network, parse_networks
+from gateway.errors import GatewayError
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+@dataclass(frozen=True, slots=True)
+class Client:
+    name: str
+    subaccounts: frozenset[str]  # "*" = any
+    allowed: tuple[Network, ...]  # empty = any caller address
+    end_user_ip_from_xff: bool
+
+    def may_use(self, subaccount: str) -> bool:
+        return subaccount in self.subaccounts or "*" in self.subaccounts
+
+
+class Clients:
+    """The token table. Every configured hash is compared, so timing says nothing."""
+
+    def __init__(self, configs: Sequence[ClientConfig]) -> None:
+        self._entries: list[tuple[bytes, Client]] = []
+        for c in configs:
+            client = Client(
+                c.name,
+                frozenset(c.subaccounts),
+                parse_networks(c.allowed_cidrs),
+                c.end_user_ip_from_xff,
+            )
+            self._entries.extend((bytes.fromhex(h), client) for h in c.token_sha256)
+
+    def authenticate(self, authorization: str | None, remote: str | None) -> Client:
+        token = bearer(authorization)
+        digest = hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
+        found: Client | None = None
+        for stored, client in self._entries:
+            if hmac.compare_digest(stored, digest):
+                found = client
+        if found is None:
+            raise GatewayError("auth.invalid", "unknown client token")
+        if found.allowed and not in_networks(remote, found.allowed):
+            raise GatewayError("auth.address", "this client may not call from this address")
+        return found
+
+
+def bearer(authorization: str | None) -> str:
+    if not authorization:
+        raise GatewayError("auth.missing", "Authorization: Bearer <token> is required")
+    scheme, _, token = authorization.partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise GatewayError("auth.missing", "Authorization: Bearer <token> is required")
+    return token
+
+
+def parse_ip(value: str | None) -> IPAddress | None:
+    if not value:
+        return None
+    try:
+        return ipaddress.ip_address(value.strip())
+    except ValueError:
+        return None
+
+
+def in_networks(address: str | None, networks: Sequence[Network]) -> bool:
+    ip = parse_ip(address)
+    return ip is not None and any(ip in net for net in networks)
+
+
+def end_user_ip(
+    header: str | None,
+    body_ip: str | None,
+    client: Client,
+    remote: str | None,
+    xff: str | None,
+    trusted: Sequence[Network],
+) -> str | None:
+    """The end-user IP of a send (INTERFACE.md), or None when the send names none.
+
+    `X-End-User-IP` from an authenticated client; else the body's `clientIp`; else, for a
+    client allowed to use it and connecting through a trusted proxy, the right-most
+    X-Forwarded-For address that is not itself a trusted proxy.
+    """
+    if header:
+        ip = parse_ip(header)
+        if ip is None:
+            raise GatewayError(
+                "request.invalid", "X-End-User-IP is not an IP address", field="X-End-User-IP"
+            )
+        return str(ip)
+    if body_ip:
+        return body_ip
+    if not (xff and client.end_user_ip_from_xff and in_networks(remote, trusted)):
+        return None
+    for hop in reversed(xff.split(",")):
+        ip = parse_ip(hop)
+        if ip is None:
+            return None  # a garbled chain names nobody we can trust
+        if not any(ip in net for net in trusted):
+            return str(ip)
+    return None

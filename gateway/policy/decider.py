@@ -1,0 +1,169 @@
+"""Turning concurrent `SendCheck`s into as few store round trips as possible, and what
+happens when the shared store fails.
+
+Micro-batching: the checks that arrive while the event loop is busy are decided together
+in one `decide_many` call, flushed as soon as the loop is idle, so a lone request waits for
+nobody. Failure (`redis.on_failure`): `local` decides on an in-process store with every
+rate divided by the expected number of processes, `open` lets sends through unlimited,
+`closed` refuses with 503. After a failure the shared store is retried at most every
+`RETRY_S` seconds by one request, so an outage costs one timeout per second, not one per
+request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import replace
+
+from gateway.store.base import BucketSpec, Decision, OtpSpec, SendCheck, Store
+from gateway.store.memory import MemoryStore
+
+RETRY_S = 1.0
+
+
+class StoreUnavailable(Exception):
+    """The shared store failed and `on_failure = closed`."""
+
+
+class Decider:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        on_failure: str = "local",
+        divisor: int = 1,
+        timeout_s: float = 0.05,
+        on_fallback: Callable[[str], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.on_failure = on_failure
+        self.divisor = max(1, divisor)
+        self.timeout_s = timeout_s
+        self.local = MemoryStore()
+        self._on_fallback = on_fallback
+        self._pending: list[tuple[SendCheck, asyncio.Future[Decision]]] = []
+        self._scheduled = False
+        self._down_until = 0.0
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def mode(self) -> str:
+        """What /readyz reports: the store's kind, or the fallback in use."""
+        if self.store.kind == "memory" or time.monotonic() >= self._down_until:
+            return self.store.kind
+        return self.on_failure
+
+    @property
+    def healthy(self) -> bool:
+        return self.mode == self.store.kind
+
+    def decide(self, check: SendCheck) -> asyncio.Future[Decision]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Decision] = loop.create_future()
+        self._pending.append((check, future))
+        if not self._scheduled:
+            self._scheduled = True
+            loop.call_soon(self._flush)
+        return future
+
+    def _flush(self) -> None:
+        self._scheduled = False
+        batch, self._pending = self._pending, []
+        task = asyncio.get_running_loop().create_task(self._run(batch))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, batch: list[tuple[SendCheck, asyncio.Future[Decision]]]) -> None:
+        checks = [c for c, _ in batch]
+        try:
+            decisions = await self._decide_many(checks)
+        except StoreUnavailable as exc:
+            for _, fut in batch:
+                if not fut.done():
+                    fut.set_exception(StoreUnavailable(str(exc)))
+            return
+        except BaseException as exc:  # never leave a caller waiting forever
+            for _, fut in batch:
+                if not fut.done():
+                    fut.set_exception(exc)
+            raise
+        for (_, fut), decision in zip(batch, decisions, strict=True):
+            if not fut.done():
+                fut.set_result(decision)
+
+    async def _decide_many(self, checks: list[SendCheck]) -> list[Decision]:
+        if self.store.kind == "memory":
+            return await self.store.decide_many(checks)
+        now = time.monotonic()
+        if now >= self._down_until:
+            try:
+                async with asyncio.timeout(self.timeout_s):
+                    return await self.store.decide_many(checks)
+            except (TimeoutError, OSError, ConnectionError) as exc:
+                self._down_until = now + RETRY_S
+                failure: Exception = exc
+            except Exception as exc:  # redis errors, e.g. OOM, READONLY, LOADING
+                if not _is_store_error(exc):
+                    raise
+                self._down_until = now + RETRY_S
+                failure = exc
+        else:
+            failure = StoreUnavailable("shared store marked down")
+        return await self._fallback(checks, failure)
+
+    async def _fallback(self, checks: list[SendCheck], failure: Exception) -> list[Decision]:
+        if self._on_fallback is not None:
+            self._on_fallback(self.on_failure)
+        if self.on_failure == "closed":
+            raise StoreUnavailable(str(failure))
+        if self.on_failure == "open":
+            return [Decision() for _ in checks]
+        return await self.local.decide_many([self._local_share(c) for c in checks])
+
+    def _local_share(self, check: SendCheck) -> SendCheck:
+        if self.divisor == 1:
+            return check
+        d = self.divisor
+        return replace(
+            check,
+            buckets=tuple(_divided(b, d) for b in check.buckets),
+            otp=OtpSpec(
+                check.otp.interval_us * d,
+                max(1, check.otp.burst // d),
+                check.otp.limit,
+                check.otp.window_s,
+            ),
+        )
+
+    async def cooldown(self, key: str, duration_us: int) -> None:
+        """Record an upstream 429's cool-down fleet-wide (and locally, for the fallback)."""
+        if self.store.kind == "memory":
+            await self.store.set_cooldown(key, duration_us)
+            return
+        await self.local.set_cooldown(key, duration_us)
+        if not self.healthy:
+            return
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                await self.store.set_cooldown(key, duration_us)
+        except Exception as exc:
+            if not isinstance(exc, TimeoutError | OSError | ConnectionError) and not (
+                _is_store_error(exc)
+            ):
+                raise
+            self._down_until = time.monotonic() + RETRY_S
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            await asyncio.gather(task, return_exceptions=True)
+
+
+def _divided(bucket: BucketSpec, d: int) -> BucketSpec:
+    return replace(bucket, interval_us=bucket.interval_us * d, burst=max(1, bucket.burst // d))
+
+
+def _is_store_error(exc: Exception) -> bool:
+    module = type(exc).__module__
+    return module.startswith("redis")

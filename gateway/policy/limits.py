@@ -1,0 +1,119 @@
+"""Which buckets a send touches, with what rates: config → `SendCheck`.
+
+A configured `rps` is a ceiling on what 8x8 sees in ANY one-second window, so a bucket
+emits at `rps - burst` per second and lets `burst` go at once (DESIGN.md, Token buckets).
+"""
+
+from __future__ import annotations
+
+from gateway.config import Config
+from gateway.routes import Kind, Route
+from gateway.store import keys
+from gateway.store.base import BucketSpec, MessageCheck, OtpSpec, Rule, SendCheck
+
+US = 1_000_000
+
+
+def capacity_bucket(rule: Rule, key: str, rps: int, burst: int) -> BucketSpec:
+    return BucketSpec(
+        rule,
+        key,
+        interval_us=max(1, US // (rps - burst)),
+        burst=burst,
+        limit=rps,
+        window_s=1,
+        shapeable=True,
+    )
+
+
+class LimitPlan:
+    """The limits in force, precomputed once per config (rebuilt on SIGHUP)."""
+
+    def __init__(self, cfg: Config) -> None:
+        lim = cfg.limits
+        self.cfg = cfg
+        self.egress = capacity_bucket(
+            Rule.EGRESS_IP,
+            keys.egress_bucket(lim.egress_ip),
+            lim.egress_ip_rps,
+            lim.egress_ip_burst,
+        )
+        self.otp = OtpSpec(
+            interval_us=lim.otp_window_s * US,
+            burst=lim.otp_per_recipient,
+            limit=lim.otp_per_recipient,
+            window_s=lim.otp_window_s,
+        )
+        self._end_user_n = lim.end_user_ip_per_minute
+        self.max_wait_us = lim.max_wait_ms * 1000
+        self.opt_in = cfg.policy.opt_in
+        self.unknown_allowed = cfg.policy.unknown_template == "allow"
+        self._subs: dict[str, tuple[str, BucketSpec, str]] = {}
+
+    def subaccount(self, subaccount: str) -> tuple[str, BucketSpec, str]:
+        """(account, bucket, cool-down key) of a subaccount."""
+        found = self._subs.get(subaccount)
+        if found is None:
+            account = self.cfg.account_of(subaccount)
+            rps, burst = self.cfg.subaccount_limit(subaccount)
+            spec = capacity_bucket(
+                Rule.SUBACCOUNT, keys.subaccount_bucket(account, subaccount), rps, burst
+            )
+            found = (account, spec, keys.cooldown(account, subaccount))
+            if len(self._subs) < 100_000:  # subaccount names come from callers' paths
+                self._subs[subaccount] = found
+        return found
+
+    def end_user(self, ip: str) -> BucketSpec:
+        n = self._end_user_n
+        return BucketSpec(
+            Rule.END_USER_IP,
+            keys.end_user_bucket(ip),
+            interval_us=60 * US // n,
+            burst=n,
+            limit=n,
+            window_s=60,
+            shapeable=False,
+        )
+
+    def check(
+        self, route: Route, messages: tuple[MessageCheck, ...], end_user_ip: str | None
+    ) -> SendCheck:
+        account, sub_bucket, cooldown = self.subaccount(route.subaccount)
+        if end_user_ip is not None and route.kind is not Kind.READ:
+            buckets: tuple[BucketSpec, ...] = (self.end_user(end_user_ip), sub_bucket, self.egress)
+        else:
+            buckets = (sub_bucket, self.egress)
+        return SendCheck(
+            account=account,
+            messages=messages,
+            buckets=buckets,
+            otp=self.otp,
+            cooldown_key=cooldown,
+            batch=route.kind is Kind.BATCH,
+            opt_in=self.opt_in,
+            unknown_template_allowed=self.unknown_allowed,
+            max_wait_us=self.max_wait_us,
+        )
+
+    def all_buckets(self) -> dict[str, dict[str, int]]:
+        """The limits in force, for GET /admin/v1/limits."""
+        lim = self.cfg.limits
+        out = {
+            "subaccount": {
+                "limit": lim.subaccount_rps,
+                "window_s": 1,
+                "burst": lim.subaccount_burst,
+            },
+            "egress_ip": {"limit": lim.egress_ip_rps, "window_s": 1, "burst": lim.egress_ip_burst},
+            "otp_recipient": {
+                "limit": lim.otp_per_recipient,
+                "window_s": lim.otp_window_s,
+                "burst": lim.otp_per_recipient,
+            },
+            "end_user_ip": {"limit": self._end_user_n, "window_s": 60, "burst": self._end_user_n},
+        }
+        for name in self.cfg.subaccounts:
+            rps, burst = self.cfg.subaccount_limit(name)
+            out[f"subaccount:{name}"] = {"limit": rps, "window_s": 1, "burst": burst}
+        return out

@@ -1,0 +1,49 @@
+"""What a worker holds while it serves: config-derived tables, the store, the upstream.
+
+One `State` per process, kept on the aiohttp app (`STATE`), never in a module global. A
+SIGHUP swaps the config-derived parts in one assignment each; requests in flight keep the
+objects they already read.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from gateway.config import Config, Network, parse_networks
+from gateway.metrics import Metrics
+from gateway.policy.auth import Clients
+from gateway.policy.decider import Decider
+from gateway.policy.limits import LimitPlan
+from gateway.store.base import Store
+from gateway.upstream import Upstream
+
+
+@dataclass(eq=False)
+class State:
+    config: Config
+    store: Store
+    decider: Decider
+    upstream: Upstream
+    metrics: Metrics
+    log: Any
+    secrets: dict[str, str]  # admin token, webhook secret (may be empty: endpoint refuses)
+    plan: LimitPlan = field(init=False)
+    clients: Clients = field(init=False)
+    trusted: tuple[Network, ...] = field(init=False)
+    draining: bool = False
+
+    def __post_init__(self) -> None:
+        self.apply(self.config)
+
+    def apply(self, cfg: Config) -> None:
+        """Install a (validated) config's tables."""
+        self.config = cfg
+        self.plan = LimitPlan(cfg)
+        self.clients = Clients(cfg.clients)
+        self.trusted = parse_networks(cfg.server.trusted_proxies)
+
+
+STATE = web.AppKey("state", State)

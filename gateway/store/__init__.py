@@ -1,0 +1,1 @@
+"""Backing stores behind one interface (see base.Store)."""

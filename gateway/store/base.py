@@ -1,0 +1,186 @@
+"""The store contract: what the policy layer asks of any backing store.
+
+A `Store` answers one question on the hot path (`decide`: may these sends go, now, later,
+or not at all) and keeps the compliance records (opt-outs, consent, templates). The
+in-process `MemoryStore` and the Redis-backed `RedisStore` implement the same semantics;
+the contract suite in tests/contract runs the same cases against both.
+
+Times inside a store are microseconds. Redis uses its own clock (`TIME`), never the
+gateway's, so the clocks of gateway hosts never matter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Protocol
+
+
+class Rule(StrEnum):
+    """Why a send (or one message of a batch) is refused, in the order refusals win."""
+
+    OPTED_OUT = "recipient.opted_out"
+    NO_CONSENT = "recipient.no_consent"
+    TEMPLATE = "template.not_active"
+    OTP = "rate_limited.otp_recipient"
+    END_USER_IP = "rate_limited.end_user_ip"
+    SUBACCOUNT = "rate_limited.subaccount"
+    EGRESS_IP = "rate_limited.egress_ip"
+
+
+#: Rules that drop one message of a batch instead of refusing the whole request.
+MESSAGE_RULES = frozenset({Rule.OPTED_OUT, Rule.NO_CONSENT, Rule.TEMPLATE, Rule.OTP})
+
+
+@dataclass(frozen=True, slots=True)
+class BucketSpec:
+    """One GCRA token bucket.
+
+    `interval_us` is the emission interval T (one token per T); `burst` tokens may go at
+    once. In any window of length W at most `burst + W / T` sends pass. `limit` and
+    `window_s` are what the RateLimit headers advertise (`limit;w=window_s`).
+    """
+
+    rule: Rule
+    key: str
+    interval_us: int
+    burst: int
+    limit: int
+    window_s: int
+    shapeable: bool  # capacity buckets may book a later slot and wait for it
+
+
+@dataclass(frozen=True, slots=True)
+class OtpSpec:
+    """Parameters of the per-recipient OTP bucket (one bucket per account + E.164 number)."""
+
+    interval_us: int
+    burst: int
+    limit: int
+    window_s: int
+
+
+@dataclass(frozen=True, slots=True)
+class MessageCheck:
+    """One message of a send: its recipient and what it is."""
+
+    msisdn: str  # E.164 with leading '+'
+    template: str | None = None  # "name:language" for a template send, else None
+    otp: bool = False  # an OTP whatever its template (a Verify session)
+
+
+@dataclass(frozen=True, slots=True)
+class SendCheck:
+    """Everything `decide` needs for one request (one message, or one batch)."""
+
+    account: str
+    messages: tuple[MessageCheck, ...]
+    # request-level buckets, any of end-user IP, subaccount, egress IP, in Rule order
+    buckets: tuple[BucketSpec, ...]
+    otp: OtpSpec
+    cooldown_key: str  # the subaccount's fleet-wide cool-down after an upstream 429
+    batch: bool = False  # True: message-level refusals drop the message, not the request
+    opt_in: str = "enforce"  # enforce | warn | off
+    unknown_template_allowed: bool = False
+    max_wait_us: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """A refusal of the whole request; nothing was consumed."""
+
+    rule: Rule
+    retry_after_us: int = 0  # rate limits: when a retry could pass
+    status: str | None = None  # template.not_active: the stored status (None: unknown)
+    bucket: BucketSpec | None = None  # rate limits: the refusing bucket (for headers)
+    remaining: int = 0  # tokens left in that bucket
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The answer for one `SendCheck`.
+
+    - `refusal` set: refuse the request, nothing consumed.
+    - otherwise the slots are booked: sleep `wait_us`, then forward the messages not in
+      `dropped`. A batch whose every message is dropped consumed nothing.
+    """
+
+    wait_us: int = 0
+    refusal: Refusal | None = None
+    dropped: tuple[tuple[int, Rule], ...] = ()  # batch: (message index, rule)
+    unconsented: tuple[int, ...] = ()  # opt_in = warn: forwarded without consent
+    # request-level bucket fill after booking, for RateLimit headers on success
+    remaining: tuple[tuple[Rule, int], ...] = field(default=())
+
+
+@dataclass(frozen=True, slots=True)
+class ConsentRecord:
+    msisdn: str
+    source: str
+    categories: tuple[str, ...]
+    timestamp: str  # RFC 3339
+
+
+@dataclass(frozen=True, slots=True)
+class TemplateRecord:
+    name: str
+    language: str
+    status: str  # 8x8's words: APPROVED, PAUSED, DISABLED, REJECTED, PENDING, ...
+    category: str | None
+    quality: str | None
+    updated_at: str  # RFC 3339
+
+
+@dataclass(frozen=True, slots=True)
+class BucketFill:
+    rule: Rule
+    key: str
+    remaining: int
+    reset_us: int  # until the bucket is full again
+
+
+class Store(Protocol):
+    """A backing store. `kind` is what /readyz reports: "redis" or "memory"."""
+
+    kind: str
+
+    async def decide(self, check: SendCheck) -> Decision: ...
+
+    async def decide_many(self, checks: Sequence[SendCheck]) -> list[Decision]:
+        """Decide several independent requests in one round trip, in order."""
+        ...
+
+    async def set_cooldown(self, key: str, duration_us: int) -> None:
+        """Hold the bucket behind `key` for `duration_us` (never shortens a longer one)."""
+        ...
+
+    async def bucket_fill(self, buckets: Sequence[BucketSpec]) -> list[BucketFill]: ...
+
+    async def optout_add(self, account: str, msisdn: str) -> bool: ...
+    async def optout_remove(self, account: str, msisdn: str) -> bool: ...
+    async def optout_contains(self, account: str, msisdn: str) -> bool: ...
+    async def optout_list(
+        self, account: str, cursor: str | None, limit: int
+    ) -> tuple[list[str], str | None]: ...
+
+    async def consent_put(self, account: str, record: ConsentRecord) -> None: ...
+    async def consent_get(self, account: str, msisdn: str) -> ConsentRecord | None: ...
+    async def consent_delete(self, account: str, msisdn: str) -> bool: ...
+    def consent_export(self, account: str) -> AsyncIterator[ConsentRecord]: ...
+
+    async def template_put(
+        self, account: str, record: TemplateRecord, *, if_newer: bool = False
+    ) -> bool:
+        """Store `record`; with `if_newer`, only when it is not older than the stored one."""
+        ...
+
+    async def template_get(
+        self, account: str, name: str, language: str
+    ) -> TemplateRecord | None: ...
+    async def template_list(
+        self, account: str, cursor: str | None, limit: int
+    ) -> tuple[list[TemplateRecord], str | None]: ...
+
+    async def ping(self) -> bool: ...
+    async def close(self) -> None: ...

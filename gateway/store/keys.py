@@ -1,0 +1,37 @@
+"""Redis key names. `{...}` is the Redis Cluster hash tag: everything about one 8x8
+account shares its tag so one script call covers it; egress-IP and end-user-IP buckets
+have tags of their own."""
+
+from __future__ import annotations
+
+
+def subaccount_bucket(account: str, subaccount: str) -> str:
+    return f"gw:{{{account}}}:sub:{subaccount}"
+
+
+def cooldown(account: str, subaccount: str) -> str:
+    return f"gw:{{{account}}}:cool:{subaccount}"
+
+
+def otp_bucket(account: str, msisdn: str) -> str:
+    return f"gw:{{{account}}}:otp:{msisdn}"
+
+
+def optouts(account: str) -> str:
+    return f"gw:{{{account}}}:optout"
+
+
+def consents(account: str) -> str:
+    return f"gw:{{{account}}}:consent"
+
+
+def templates(account: str) -> str:
+    return f"gw:{{{account}}}:tpl"
+
+
+def egress_bucket(name: str) -> str:
+    return f"gw:{{egress:{name}}}:ip"
+
+
+def end_user_bucket(ip: str) -> str:
+    return f"gw:{{eu:{ip}}}:ip"

@@ -1,0 +1,125 @@
+"""Forwarding to 8x8: one pooled keep-alive session per process, the real key injected.
+
+Only the configured 8x8 base URLs are ever contacted. The caller's Authorization, Host,
+hop-by-hop and any unlisted headers stay behind; 8x8's status, body and the headers that
+matter come back unchanged.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import aiohttp
+from multidict import CIMultiDict
+
+# request headers a caller may pass on to 8x8; everything else is dropped
+FORWARD_REQUEST = (
+    "Content-Type",
+    "Accept",
+    "Accept-Language",
+    "User-Agent",
+    "X-Request-Id",
+    "Idempotency-Key",
+)
+# 8x8 answer headers passed back to the caller
+FORWARD_RESPONSE = frozenset(
+    h.lower()
+    for h in (
+        "Content-Type",
+        "Retry-After",
+        "Location",
+        "X-Request-Id",
+        "RateLimit-Limit",
+        "RateLimit-Remaining",
+        "RateLimit-Reset",
+        "RateLimit-Policy",
+        "X-RateLimit-Limit",
+        "X-RateLimit-Remaining",
+        "X-RateLimit-Reset",
+    )
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    status: int
+    headers: CIMultiDict[str]
+    body: bytes
+    seconds: float
+
+
+class UpstreamFailure(Exception):
+    """8x8 could not be reached (`upstream.error`) or did not answer in time (`.timeout`)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class Upstream:
+    def __init__(self, urls: Mapping[str, str], api_key: str, timeout_s: float) -> None:
+        self.urls = dict(urls)
+        self.timeout = aiohttp.ClientTimeout(total=timeout_s, connect=min(timeout_s, 5.0))
+        self._auth = ""
+        self.set_key(api_key)
+        self._session: aiohttp.ClientSession | None = None
+
+    def set_key(self, api_key: str) -> None:
+        self._auth = f"Bearer {api_key}"
+
+    async def start(self) -> None:
+        connector = aiohttp.TCPConnector(
+            limit=0, limit_per_host=1000, ttl_dns_cache=300, keepalive_timeout=30
+        )
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            timeout=self.timeout,
+            skip_auto_headers=("User-Agent",),
+            raise_for_status=False,
+        )
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    def request_headers(self, incoming: Mapping[str, str]) -> dict[str, str]:
+        headers = {"Authorization": self._auth}
+        for name in FORWARD_REQUEST:
+            value = incoming.get(name)
+            if value is not None:
+                headers[name] = value
+        return headers
+
+    async def forward(
+        self,
+        product: str,
+        path_qs: str,
+        method: str,
+        body: bytes | None,
+        headers: dict[str, str],
+    ) -> Answer:
+        assert self._session is not None, "Upstream.start() was not awaited"
+        url = self.urls[product] + path_qs
+        started = time.perf_counter()
+        for attempt in (1, 2):
+            try:
+                async with self._session.request(
+                    method, url, data=body, headers=headers, allow_redirects=False
+                ) as resp:
+                    payload = await resp.read()
+                    kept = CIMultiDict(
+                        (k, v) for k, v in resp.headers.items() if k.lower() in FORWARD_RESPONSE
+                    )
+                    return Answer(resp.status, kept, payload, time.perf_counter() - started)
+            except aiohttp.ClientConnectorError as exc:
+                # nothing was sent: trying again once cannot deliver twice
+                if attempt == 2:
+                    raise UpstreamFailure("upstream.error", "8x8 is unreachable") from exc
+            except TimeoutError as exc:
+                raise UpstreamFailure("upstream.timeout", "8x8 did not answer in time") from exc
+            except aiohttp.ClientError as exc:
+                raise UpstreamFailure("upstream.error", "8x8 connection failed") from exc
+        raise UpstreamFailure("upstream.error", "8x8 is unreachable")  # pragma: no cover
