@@ -1,0 +1,127 @@
+"""The control API under `/_sim/` (no auth): what arrived, settings, templates, reset.
+
+Errors here are `{"error": "..."}` with 400: they are the test's mistakes, not 8x8's.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from .app import Simulator
+
+SIM: web.AppKey[Simulator] = web.AppKey("sim", Simulator)
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    body = orjson.dumps(data, option=orjson.OPT_NON_STR_KEYS)
+    return web.Response(body=body, status=status, content_type="application/json")
+
+
+def _bad(message: str) -> web.Response:
+    return _json({"error": message}, status=400)
+
+
+async def _body(request: web.Request) -> Any:
+    raw = await request.read()
+    return orjson.loads(raw) if raw else None
+
+
+def stats_of(sim: Simulator) -> dict[str, Any]:
+    """Counters since start or the last reset. `per_second` keys are whole seconds since
+    then; `accepted` counts what passed both limits (a 400 for a bad body included, as 8x8
+    counts it), `refused` the 429s of each limit; `max_window` is the most accepted in
+    any sliding window, per subaccount and (`ip_max_window`) per source IP."""
+    recorder = sim.recorder
+    limiter = sim.limiter
+    return {
+        "elapsed_s": round(time.monotonic() - recorder.start, 3),
+        "requests": sum(recorder.by_status.values()) + recorder.dropped,
+        "totals": {str(status): n for status, n in sorted(recorder.by_status.items())},
+        "dropped": recorder.dropped,
+        "accepted": recorder.accepted,
+        "refused": dict(recorder.refused),
+        "upstream_429": recorder.status_429,
+        "messages": dict(recorder.messages),
+        "per_second": {
+            sub: {"accepted": ok, "rejected": refused}
+            for sub, (ok, refused) in recorder.seconds.items()
+        },
+        "max_window": {sub: w.peak for sub, w in limiter.subaccounts.items()},
+        "ip_max_window": {ip: w.peak for ip, w in limiter.ips.items()},
+        "config": sim.config.as_dict(),
+    }
+
+
+async def stats(request: web.Request) -> web.Response:
+    return _json(stats_of(request.app[SIM]))
+
+
+async def requests(request: web.Request) -> web.Response:
+    query = request.query
+    try:
+        limit = int(query["limit"]) if "limit" in query else None
+    except ValueError:
+        return _bad("limit: an integer expected")
+    found = request.app[SIM].recorder.recent(limit, query.get("product"), query.get("subaccount"))
+    return _json(found)
+
+
+async def reset(request: web.Request) -> web.Response:
+    request.app[SIM].reset()
+    return _json({"ok": True})
+
+
+async def config(request: web.Request) -> web.Response:
+    sim = request.app[SIM]
+    if request.method == "POST":
+        try:
+            changes = await _body(request)
+            if not isinstance(changes, dict):
+                return _bad("a JSON object of settings expected")
+            sim.config.update(changes)
+        except (orjson.JSONDecodeError, ValueError) as exc:
+            return _bad(str(exc))
+        sim.recorder.resize(sim.config.record_limit)
+    return _json(sim.config.as_dict())
+
+
+async def templates(request: web.Request) -> web.Response:
+    sim = request.app[SIM]
+    if request.method == "PUT":
+        try:
+            given = await _body(request)
+        except orjson.JSONDecodeError as exc:
+            return _bad(str(exc))
+        if isinstance(given, dict):
+            given = given.get("templates")
+        if not isinstance(given, list) or not all(isinstance(t, dict) for t in given):
+            return _bad('a JSON list of templates (or {"templates": [...]}) expected')
+        account = request.query.get("account", "*")
+        channel = request.query.get("channel", "*")
+        sim.templates.put(given, account, channel)
+    return _json(sim.templates.as_json())
+
+
+async def contacts(request: web.Request) -> web.Response:
+    return _json(request.app[SIM].contacts.as_json())
+
+
+async def health(request: web.Request) -> web.Response:
+    return _json({"status": "ok"})
+
+
+def add_control_routes(app: web.Application) -> None:
+    router = app.router
+    router.add_get("/_sim/health", health)
+    router.add_get("/_sim/stats", stats)
+    router.add_get("/_sim/requests", requests)
+    router.add_post("/_sim/reset", reset)
+    router.add_route("GET", "/_sim/config", config)
+    router.add_route("POST", "/_sim/config", config)
+    router.add_route("GET", "/_sim/templates", templates)
+    router.add_route("PUT", "/_sim/templates", templates)
+    router.add_get("/_sim/contacts", contacts)
