@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from gateway import logs, proxy
+from gateway import admin, logs, proxy, webhooks
 from gateway.config import Config
 from gateway.errors import error_response
 from gateway.metrics import Metrics
@@ -63,6 +63,8 @@ def build_app(
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_endpoint)
+    admin.setup(app)
+    webhooks.setup(app)
     app.router.add_route("*", "/{tail:.*}", proxy.handle)
     return app
 

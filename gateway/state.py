@@ -16,6 +16,7 @@ from gateway.config import Config, Network, parse_networks
 from gateway.metrics import Metrics
 from gateway.policy.auth import Clients
 from gateway.policy.decider import Decider
+from gateway.policy.guard import SecretGuard
 from gateway.policy.limits import LimitPlan
 from gateway.store.base import Store
 from gateway.upstream import Upstream
@@ -33,6 +34,7 @@ class State:
     plan: LimitPlan = field(init=False)
     clients: Clients = field(init=False)
     trusted: tuple[Network, ...] = field(init=False)
+    guard: SecretGuard = field(init=False)
     draining: bool = False
 
     def __post_init__(self) -> None:
@@ -44,6 +46,7 @@ class State:
         self.plan = LimitPlan(cfg)
         self.clients = Clients(cfg.clients)
         self.trusted = parse_networks(cfg.server.trusted_proxies)
+        self.guard = SecretGuard(cfg.admin.auth_failures_per_minute)
 
 
 STATE = web.AppKey("state", State)
