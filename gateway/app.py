@@ -117,7 +117,7 @@ async def healthz(_: web.Request) -> web.Response:
 
 async def readyz(request: web.Request) -> web.Response:
     state = request.app[STATE]
-    mode = state.decider.mode
+    mode = await state.decider.probe()
     ready = not state.draining and mode != "closed"
     body = {"store": mode, "draining": state.draining}
     return web.Response(

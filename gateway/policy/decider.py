@@ -46,6 +46,7 @@ class Decider:
         self._pending: list[tuple[SendCheck, asyncio.Future[Decision]]] = []
         self._scheduled = False
         self._down_until = 0.0
+        self._last_ok = 0.0
         self._tasks: set[asyncio.Task[None]] = set()
 
     @property
@@ -100,15 +101,14 @@ class Decider:
         if now >= self._down_until:
             try:
                 async with asyncio.timeout(self.timeout_s):
-                    return await self.store.decide_many(checks)
-            except (TimeoutError, OSError, ConnectionError) as exc:
-                self._down_until = now + RETRY_S
-                failure: Exception = exc
-            except Exception as exc:  # redis errors, e.g. OOM, READONLY, LOADING
-                if not _is_store_error(exc):
+                    decisions = await self.store.decide_many(checks)
+                self._last_ok = time.monotonic()
+                return decisions
+            except Exception as exc:
+                if not is_store_failure(exc):
                     raise
                 self._down_until = now + RETRY_S
-                failure = exc
+                failure: Exception = exc
         else:
             failure = StoreUnavailable("shared store marked down")
         return await self._fallback(checks, failure)
@@ -137,6 +137,21 @@ class Decider:
             ),
         )
 
+    async def probe(self) -> str:
+        """Ping the shared store when no call has told us about it lately (for /readyz)."""
+        now = time.monotonic()
+        if self.store.kind != "memory" and now - self._last_ok > RETRY_S:
+            try:
+                async with asyncio.timeout(self.timeout_s):
+                    await self.store.ping()
+                self._last_ok = now
+                self._down_until = 0.0
+            except Exception as exc:
+                if not is_store_failure(exc):
+                    raise
+                self._down_until = now + RETRY_S
+        return self.mode
+
     async def cooldown(self, key: str, duration_us: int) -> None:
         """Record an upstream 429's cool-down fleet-wide (and locally, for the fallback)."""
         if self.store.kind == "memory":
@@ -149,9 +164,7 @@ class Decider:
             async with asyncio.timeout(self.timeout_s):
                 await self.store.set_cooldown(key, duration_us)
         except Exception as exc:
-            if not isinstance(exc, TimeoutError | OSError | ConnectionError) and not (
-                _is_store_error(exc)
-            ):
+            if not is_store_failure(exc):
                 raise
             self._down_until = time.monotonic() + RETRY_S
 
@@ -164,6 +177,9 @@ def _divided(bucket: BucketSpec, d: int) -> BucketSpec:
     return replace(bucket, interval_us=bucket.interval_us * d, burst=max(1, bucket.burst // d))
 
 
-def _is_store_error(exc: Exception) -> bool:
-    module = type(exc).__module__
-    return module.startswith("redis")
+def is_store_failure(exc: BaseException) -> bool:
+    """A timeout, a broken connection, or an error Redis answered (OOM, READONLY, LOADING,
+    ...): the store failed, not the gateway."""
+    if isinstance(exc, TimeoutError | OSError | ConnectionError):
+        return True
+    return type(exc).__module__.startswith("redis")

@@ -2,7 +2,7 @@
 failed attempts so a secret cannot be guessed by brute force.
 
 Failures are counted in-process (each worker on its own): the guess budget of an attacker
-is `auth_failures_per_minute` × workers × instances per minute, far below what guessing a
+is `auth_failures_per_minute` x workers x instances per minute, far below what guessing a
 random secret needs, and the check keeps working when Redis does not.
 """
 
