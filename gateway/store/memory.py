@@ -1,0 +1,191 @@
+"""MemoryStore: the store contract in one process (development, demos, tests).
+
+The same semantics as RedisStore: the decision is gcra.decide (the twin of
+lua/decide.lua), bucket keys expire when their bucket is full again (purged lazily), and
+compliance records live until deleted. Nothing is shared between processes.
+"""
+
+from __future__ import annotations
+
+import bisect
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+
+from gateway.store import gcra
+from gateway.store.base import (
+    BucketFill,
+    BucketSpec,
+    ConsentRecord,
+    Decision,
+    SendCheck,
+    TemplateRecord,
+)
+
+_SWEEP_EVERY = 4096  # decisions between sweeps of expired bucket keys
+
+
+def _now_us() -> int:
+    return time.time_ns() // 1000
+
+
+def _page(items: list[str], cursor: str | None, limit: int) -> tuple[list[str], str | None]:
+    """Page through sorted `items`; the cursor is ">" + the last item of the page before."""
+    start = 0
+    if cursor and cursor != "0":
+        if not cursor.startswith(">"):
+            raise ValueError(f"bad cursor {cursor!r}")
+        start = bisect.bisect_right(items, cursor[1:])
+    page = items[start : start + max(1, limit)]
+    more = start + len(page) < len(items)
+    return page, (">" + page[-1] if more and page else None)
+
+
+class MemoryStore:
+    """The in-process store. `clock` returns µs since the epoch (injectable for tests)."""
+
+    kind = "memory"
+
+    def __init__(self, clock: Callable[[], int] | None = None) -> None:
+        self._clock = clock or _now_us
+        self._tats: dict[str, tuple[int, int]] = {}  # key -> (TAT, expires at)
+        self._cools: dict[str, int] = {}  # key -> expires at
+        self._optouts: dict[str, set[str]] = {}
+        self._consents: dict[str, dict[str, ConsentRecord]] = {}
+        self._templates: dict[str, dict[str, tuple[TemplateRecord, int]]] = {}
+        self._ops = 0
+
+    # --- gcra.View: what the decision reads and writes
+    def opted_out(self, account: str, msisdn: str) -> bool:
+        return msisdn in self._optouts.get(account, ())
+
+    def consent_categories(self, account: str, msisdn: str) -> tuple[str, ...] | None:
+        record = self._consents.get(account, {}).get(msisdn)
+        return None if record is None else record.categories
+
+    def template_state(self, account: str, template: str) -> tuple[str, str | None] | None:
+        found = self._templates.get(account, {}).get(template)
+        return None if found is None else (found[0].status, found[0].category)
+
+    def tat(self, key: str, now: int) -> int:
+        found = self._tats.get(key)
+        if found is None:
+            return 0
+        if found[1] <= now:
+            del self._tats[key]
+            return 0
+        return found[0]
+
+    def set_tat(self, key: str, tat: int, now: int) -> None:
+        self._tats[key] = (tat, now + gcra.ttl_ms(tat, now) * 1000)
+
+    def cooldown_end(self, key: str, now: int) -> int:
+        until = self._cools.get(key, 0)
+        if until and until <= now:
+            del self._cools[key]
+            return 0
+        # Redis reports the cool-down's TTL in whole ms: the same rounding here
+        return now + (until - now) // 1000 * 1000 if until else 0
+
+    # --- decisions
+    async def decide(self, check: SendCheck) -> Decision:
+        return (await self.decide_many((check,)))[0]
+
+    async def decide_many(self, checks: Sequence[SendCheck]) -> list[Decision]:
+        now = self._clock()
+        self._ops += len(checks)
+        if self._ops >= _SWEEP_EVERY:
+            self._sweep(now)
+        return [gcra.decide(self, check, now) for check in checks]
+
+    async def set_cooldown(self, key: str, duration_us: int) -> None:
+        now = self._clock()
+        until = now + max(1, -(-duration_us // 1000)) * 1000
+        if self._cools.get(key, 0) < until:
+            self._cools[key] = until
+
+    async def bucket_fill(self, buckets: Sequence[BucketSpec]) -> list[BucketFill]:
+        now = self._clock()
+        out = []
+        for spec in buckets:
+            left, reset = gcra.fill(self.tat(spec.key, now), spec.interval_us, spec.burst, now)
+            out.append(BucketFill(spec.rule, spec.key, left, reset))
+        return out
+
+    def pttl(self, key: str) -> int:
+        """A bucket or cool-down key's TTL in ms, as Redis' PTTL answers it (-2: none)."""
+        now = self._clock()
+        until = self._tats[key][1] if key in self._tats else self._cools.get(key, 0)
+        return -((now - until) // 1000) if until > now else -2
+
+    def _sweep(self, now: int) -> None:
+        self._ops = 0
+        self._tats = {k: v for k, v in self._tats.items() if v[1] > now}
+        self._cools = {k: v for k, v in self._cools.items() if v > now}
+
+    # --- opt-outs
+    async def optout_add(self, account: str, msisdn: str) -> bool:
+        members = self._optouts.setdefault(account, set())
+        added = msisdn not in members
+        members.add(msisdn)
+        return added
+
+    async def optout_remove(self, account: str, msisdn: str) -> bool:
+        members = self._optouts.get(account, set())
+        found = msisdn in members
+        members.discard(msisdn)
+        return found
+
+    async def optout_contains(self, account: str, msisdn: str) -> bool:
+        return self.opted_out(account, msisdn)
+
+    async def optout_list(
+        self, account: str, cursor: str | None, limit: int
+    ) -> tuple[list[str], str | None]:
+        return _page(sorted(self._optouts.get(account, ())), cursor, limit)
+
+    # --- consent
+    async def consent_put(self, account: str, record: ConsentRecord) -> None:
+        self._consents.setdefault(account, {})[record.msisdn] = record
+
+    async def consent_get(self, account: str, msisdn: str) -> ConsentRecord | None:
+        return self._consents.get(account, {}).get(msisdn)
+
+    async def consent_delete(self, account: str, msisdn: str) -> bool:
+        return self._consents.get(account, {}).pop(msisdn, None) is not None
+
+    async def consent_export(self, account: str) -> AsyncIterator[ConsentRecord]:
+        records = self._consents.get(account, {})
+        for msisdn in sorted(records):
+            record = records.get(msisdn)
+            if record is not None:
+                yield record
+
+    # --- templates
+    async def template_put(
+        self, account: str, record: TemplateRecord, *, if_newer: bool = False
+    ) -> bool:
+        ts = gcra.instant_us(record.updated_at)
+        records = self._templates.setdefault(account, {})
+        field = f"{record.name}:{record.language}"
+        stored = records.get(field)
+        if if_newer and stored is not None and stored[1] > ts:
+            return False
+        records[field] = (record, ts)
+        return True
+
+    async def template_get(self, account: str, name: str, language: str) -> TemplateRecord | None:
+        found = self._templates.get(account, {}).get(f"{name}:{language}")
+        return None if found is None else found[0]
+
+    async def template_list(
+        self, account: str, cursor: str | None, limit: int
+    ) -> tuple[list[TemplateRecord], str | None]:
+        records = self._templates.get(account, {})
+        fields, cursor = _page(sorted(records), cursor, limit)
+        return [records[f][0] for f in fields], cursor
+
+    async def ping(self) -> bool:
+        return True
+
+    async def close(self) -> None:
+        return None

@@ -1,0 +1,204 @@
+-- decide.lua: decide a micro-batch of sends at once, atomically (gateway/store/redis.py).
+-- Each request is decided as if alone, seeing the bookings of the ones before it. A refused
+-- request consumes nothing; an allowed one books every bucket it touches at one instant.
+--
+-- KEYS: every key the requests may touch, each once; ARGV[1] names them by 1-based index.
+-- ARGV[1]: JSON array, one entry per request, in order:
+--   [batch, opt_in, unknown_ok, max_wait_us, k_optouts, k_consents, k_templates,
+--    k_cooldown, otp_interval_us, otp_burst, buckets, messages]
+--   batch, unknown_ok: 0|1; opt_in: 0 off, 1 warn, 2 enforce; a k_* of 0: not needed
+--   buckets: flat, 5 per bucket, in rule order: rule, k_key, interval_us, burst, shapeable
+--   messages: flat, 4 per message: msisdn, "name:language" or "", otp (0|1), k_otp_bucket
+-- Returns a flat array, per request:
+--   allowed:     0, wait_us, remaining tokens of each bucket..., TAIL
+--   refused:     1, rule, retry_after_us, template status or nil, ref, TAIL
+--   all dropped: 2, TAIL
+--   TAIL: n_dropped, (message index, rule) * n_dropped, n_unconsented, message index * n
+--   rule: 1 opted_out, 2 no_consent, 3 template, 4 otp, 5 end_user_ip, 6 subaccount,
+--   7 egress_ip. ref: a message rule's 0-based message index, a bucket rule's 0-based
+--   bucket index (-1: a cool-down without a subaccount bucket).
+-- Bucket keys hold the theoretical arrival time (TAT, µs of server time) with a TTL until
+-- the bucket is full again; TATs are written with %.0f since tostring drops digits.
+
+if redis.replicate_commands then redis.replicate_commands() end -- Redis < 5: TIME, then writes
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local checks = cjson.decode(ARGV[1])
+
+local out, n = {}, 0
+local function push(v)
+  n = n + 1
+  out[n] = v
+end
+
+local tats, dirty = {}, {}
+local function tat_of(k)
+  local v = tats[k]
+  if v == nil then
+    v = tonumber(redis.call('GET', KEYS[k])) or 0
+    tats[k] = v
+  end
+  return v
+end
+
+local function book(k, s, interval)
+  local v = math.max(tat_of(k), s) + interval
+  tats[k] = v
+  dirty[k] = true
+  return v
+end
+
+local templates = {}
+local function template_of(k, name)
+  local ck = k .. ' ' .. name
+  local rec = templates[ck]
+  if rec == nil then
+    rec = false
+    local raw = redis.call('HGET', KEYS[k], name)
+    if raw then
+      local d = cjson.decode(raw)
+      local cat = d.category
+      if type(cat) == 'string' then cat = string.upper(cat) else cat = false end
+      local status = d.status
+      if type(status) ~= 'string' then status = '' end
+      rec = {status, cat}
+    end
+    templates[ck] = rec
+  end
+  return rec
+end
+
+local function consented(k, msisdn, cat)
+  local raw = redis.call('HGET', KEYS[k], msisdn)
+  if not raw then return false end
+  if not cat then return true end
+  local cats = cjson.decode(raw).categories
+  if type(cats) ~= 'table' then return false end
+  for _, c in ipairs(cats) do
+    if type(c) == 'string' and string.upper(c) == cat then return true end
+  end
+  return false
+end
+
+local cools = {}
+local function cooldown_end(k)
+  local v = cools[k]
+  if v == nil then
+    local ms = redis.call('PTTL', KEYS[k])
+    if ms > 0 then v = now + ms * 1000 else v = 0 end
+    cools[k] = v
+  end
+  return v
+end
+
+local function tail(dropped, uncons)
+  push(#dropped / 2)
+  for i = 1, #dropped do push(dropped[i]) end
+  push(#uncons)
+  for i = 1, #uncons do push(uncons[i]) end
+end
+
+-- Message-level rules of message m; returns rule (0: passes), retry_after, status, warned.
+local function check_message(c, msg, m, otp_tent, otp_keys)
+  local o = m * 4
+  local msisdn, tpl, otp, kotp = msg[o + 1], msg[o + 2], msg[o + 3], msg[o + 4]
+  if redis.call('SISMEMBER', KEYS[c[5]], msisdn) == 1 then return 1, 0, false, false end
+  local cat, warned = false, false
+  if tpl ~= '' then
+    local rec = template_of(c[7], tpl)
+    if rec then cat = rec[2] end
+    if c[2] > 0 and not consented(c[6], msisdn, cat) then
+      if c[2] == 2 then return 2, 0, false, false end
+      warned = true
+    end
+    if rec then
+      if rec[1] ~= 'APPROVED' then return 3, 0, rec[1], false end
+    elseif c[3] == 0 then
+      return 3, 0, false, false
+    end
+  end
+  if otp == 1 or cat == 'AUTHENTICATION' then
+    local interval = c[9]
+    local cur = otp_tent[kotp] or tat_of(kotp)
+    local sb = cur + interval - c[10] * interval
+    if sb > now then return 4, sb - now, false, false end
+    otp_tent[kotp] = math.max(cur, now) + interval
+    otp_keys[#otp_keys + 1] = kotp
+  end
+  return 0, 0, false, warned
+end
+
+local function decide(c)
+  local bks, msg = c[11], c[12]
+  local dropped, uncons, otp_tent, otp_keys = {}, {}, {}, {}
+  local nmsg = #msg / 4
+  for m = 0, nmsg - 1 do
+    local rule, retry, status, warned = check_message(c, msg, m, otp_tent, otp_keys)
+    if rule ~= 0 then
+      if c[1] == 0 then
+        push(1) push(rule) push(retry) push(status) push(m)
+        return tail(dropped, uncons)
+      end
+      dropped[#dropped + 1] = m
+      dropped[#dropped + 1] = rule
+    elseif warned then
+      uncons[#uncons + 1] = m
+    end
+  end
+  if nmsg > 0 and #dropped == 2 * nmsg then
+    push(2)
+    return tail(dropped, uncons)
+  end
+
+  local max_wait, cool = c[4], 0
+  if c[8] > 0 then cool = cooldown_end(c[8]) end
+  local s, best, retry, ref, has_sub = now, 99, 0, 0, false
+  local nb = #bks / 5
+  for j = 0, nb - 1 do
+    local o = j * 5
+    local rule, k, interval = bks[o + 1], bks[o + 2], bks[o + 3]
+    local sb = math.max(now, tat_of(k) + interval - bks[o + 4] * interval)
+    if rule == 6 then
+      has_sub = true
+      if cool > sb then sb = cool end
+    end
+    if sb > s then s = sb end
+    if rule < best then
+      if bks[o + 5] == 0 then
+        if sb > now then best, retry, ref = rule, sb - now, j end
+      elseif sb - now > max_wait then
+        best, retry, ref = rule, math.max(1, sb - now - max_wait), j
+      end
+    end
+  end
+  if not has_sub and cool > now then
+    if cool > s then s = cool end
+    if cool - now > max_wait and best > 6 then
+      best, retry, ref = 6, math.max(1, cool - now - max_wait), -1
+    end
+  end
+  if best < 99 then
+    push(1) push(best) push(retry) push(false) push(ref)
+    return tail(dropped, uncons)
+  end
+
+  push(0)
+  push(s - now)
+  for j = 0, nb - 1 do
+    local o = j * 5
+    local interval, burst = bks[o + 3], bks[o + 4]
+    local v = book(bks[o + 2], s, interval)
+    push(math.max(0, math.floor((burst * interval - (v - now)) / interval)))
+  end
+  for i = 1, #otp_keys do book(otp_keys[i], s, c[9]) end
+  return tail(dropped, uncons)
+end
+
+for i = 1, #checks do decide(checks[i]) end
+
+for k in pairs(dirty) do
+  local v = tats[k]
+  local ms = math.max(1, math.ceil((v - now) / 1000))
+  redis.call('SET', KEYS[k], string.format('%.0f', v), 'PX', ms)
+end
+return out
