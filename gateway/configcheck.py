@@ -118,7 +118,7 @@ def _check_subaccounts(cfg: Config, problems: list[str]) -> None:
             problems.append(f"{path}.account: {sub.account!r} is not an account id")
         _positive(problems, f"{path}.rps", sub.rps, zero=True)
         _positive(problems, f"{path}.burst", sub.burst, zero=True)
-        if sub.rps or sub.burst:
+        if (sub.rps or sub.burst) and cfg.limits.subaccount_rps > 0:
             rps, burst = cfg.subaccount_limit(name)
             if burst >= rps:
                 problems.append(f"{path}.burst: {burst} must be below its rps ({rps})")

@@ -34,7 +34,7 @@ SECRET_FIELDS = frozenset(
 NUMBER_FIELDS = frozenset({"msisdn", "destination", "recipient", "source", "to", "from"})
 # a phone number inside free text: '+' and 7+ digits, or 8-15 digits in a row (not IPs,
 # dates or durations)
-_DIGITS = re.compile(r"\+\d[\d\s()-]{5,}\d|(?<![\w.])\d{8,15}(?![\w.])")
+_DIGITS = re.compile(r"\+\d[\d\s()-]{5,}\d|(?<![\w.-])\d{8,15}(?![\w.-])")
 
 
 def mask(number: str) -> str:
@@ -55,8 +55,12 @@ def scrub(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[st
         value = event[key]
         if lowered in SECRET_FIELDS:
             del event[key]
-        elif lowered in NUMBER_FIELDS and isinstance(value, str):
-            event[key] = mask(value)
+        elif (
+            lowered in NUMBER_FIELDS
+            and isinstance(value, str | int)
+            and not isinstance(value, bool)
+        ):
+            event[key] = mask(str(value))
         elif isinstance(value, str) and key != "timestamp" and _DIGITS.search(value):
             event[key] = _DIGITS.sub(_mask_match, value)
     return event
@@ -68,8 +72,8 @@ def configure(level: str = "info") -> None:
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
-            scrub,
             structlog.processors.format_exc_info,
+            scrub,  # after format_exc_info, so tracebacks are scrubbed too
             structlog.processors.JSONRenderer(serializer=orjson.dumps),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),

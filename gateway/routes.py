@@ -55,12 +55,12 @@ def match(method: str, raw_path: str) -> Route | None:
     """The route for a request's method and raw (undecoded, query-less) path, if proxied."""
     if method == "POST":
         for pattern, kind in _POSTS:
-            m = pattern.match(raw_path)
+            m = pattern.fullmatch(raw_path)
             if m:
                 return Route(m["p"], kind, m["sub"], m["path"])
         return None
     if method == "GET":
-        m = _READ.match(raw_path)
+        m = _READ.fullmatch(raw_path)
         if m and "/./" not in raw_path + "/" and "/../" not in raw_path + "/":
             return Route(m["p"], Kind.READ, m["sub"], m["path"])
     return None

@@ -1,0 +1,449 @@
+"""Reading send bodies: recipients in E.164 whatever the spelling, templates, batches,
+`clientIp`, the `field` of every refusal, `without`, and no crash on any input."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gateway.errors import GatewayError
+from gateway.messages import ParsedSend, normalise, parse, without
+from gateway.routes import Kind, Route
+from gateway.store.base import MessageCheck
+
+SUB = "acme_main"
+CHAT_SEND = Route("chatapps", Kind.SEND, SUB, f"/api/v1/subaccounts/{SUB}/messages")
+CHAT_BATCH = Route("chatapps", Kind.BATCH, SUB, f"/api/v1/subaccounts/{SUB}/messages/batch")
+SMS_SEND = Route("sms", Kind.SEND, SUB, f"/api/v1/subaccounts/{SUB}/messages")
+SMS_BATCH = Route("sms", Kind.BATCH, SUB, f"/api/v1/subaccounts/{SUB}/messages/batch")
+VERIFY = Route("verify", Kind.VERIFY, SUB, f"/api/v2/subaccounts/{SUB}/sessions")
+READ = Route("sms", Kind.READ, SUB, f"/api/v1/subaccounts/{SUB}/messages/abc")
+ROUTES = [CHAT_SEND, CHAT_BATCH, SMS_SEND, SMS_BATCH, VERIFY, READ]
+
+SG = "+6587654321"
+UK = "+447700900123"
+
+
+def run(route: Route, body: Any) -> ParsedSend:
+    return parse(route, orjson.dumps(body))
+
+
+def refusal(route: Route, body: Any) -> GatewayError:
+    raw = body if isinstance(body, bytes) else orjson.dumps(body)
+    with pytest.raises(GatewayError) as info:
+        parse(route, raw)
+    assert info.value.code == "request.invalid"
+    return info.value
+
+
+def template(name: str = "promo", language: str = "en") -> dict[str, Any]:
+    return {"type": "template", "content": {"template": {"name": name, "language": language}}}
+
+
+# --- normalise -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "country"),
+    [
+        ("+6587654321", None),
+        ("6587654321", None),
+        ("8765 4321", "SG"),
+        ("87654321", "sg"),
+        ("+65(876)54321", None),
+        ("+65 8765-4321", None),
+        (" +6587654321 ", None),
+        ("6587654321", "SG"),  # country code already there
+        ("+6587654321", "US"),  # a '+' number ignores the country
+        (6587654321, None),  # JSON number
+    ],
+)
+def test_normalise_gives_e164_whatever_the_spelling(raw: Any, country: str | None) -> None:
+    assert normalise(raw, country, "destination") == SG
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        None,
+        "",
+        "   ",
+        True,
+        6.5,
+        ["+6587654321"],
+        "not a number",
+        "+6512",
+        "+99912345678",
+        "1" * 33,
+    ],
+)
+def test_normalise_refuses_bad_numbers_naming_the_field(raw: Any) -> None:
+    with pytest.raises(GatewayError) as info:
+        normalise(raw, None, "messages[1].user.msisdn")
+    assert info.value.code == "request.invalid"
+    assert info.value.extra["field"] == "messages[1].user.msisdn"
+
+
+def test_normalise_needs_a_country_for_a_national_number() -> None:
+    with pytest.raises(GatewayError) as info:
+        normalise("8765 4321", None, "destination")
+    assert info.value.extra["field"] == "destination"
+
+
+@pytest.mark.parametrize(
+    ("field", "country_field"),
+    [
+        ("destination", "country"),
+        ("messages[1].user.msisdn", "messages[1].user.country"),
+        ("messages[0].destination", "messages[0].country"),
+    ],
+)
+@pytest.mark.parametrize("country", ["SGP", "", 65])
+def test_bad_country_names_the_country_field(field: str, country_field: str, country: Any) -> None:
+    with pytest.raises(GatewayError) as info:
+        normalise("87654321", country, field)
+    assert info.value.extra["field"] == country_field
+
+
+# --- one message ---------------------------------------------------------------------------
+
+
+def test_chatapps_send_reads_the_user_msisdn() -> None:
+    body = {"user": {"msisdn": "6587654321"}, "type": "text", "content": {"text": "hi"}}
+    parsed = run(CHAT_SEND, body)
+    assert parsed.messages == (MessageCheck(SG),)
+    assert parsed.body == body
+    assert parsed.client_ip is None
+
+
+def test_chatapps_send_uses_the_user_country() -> None:
+    parsed = run(CHAT_SEND, {"user": {"msisdn": "8765 4321", "country": "SG"}, "type": "text"})
+    assert parsed.messages[0].msisdn == SG
+
+
+@pytest.mark.parametrize("kind", ["template", "Template", "TEMPLATE"])
+def test_chatapps_template_send_is_read_as_name_and_language(kind: str) -> None:
+    body = {"user": {"msisdn": SG}, **template("order_update", "en_US"), "type": kind}
+    assert run(CHAT_SEND, body).messages == (MessageCheck(SG, template="order_update:en_US"),)
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"type": "text"}, "user"),
+        ({"user": "+6587654321"}, "user"),
+        ({"user": {}}, "user.msisdn"),
+        ({"user": {"msisdn": "12"}}, "user.msisdn"),
+        ({"user": {"msisdn": SG}, "type": "template"}, "content.template"),
+        (
+            {"user": {"msisdn": SG}, "type": "template", "content": {"template": 1}},
+            "content.template",
+        ),
+        (
+            {
+                "user": {"msisdn": SG},
+                "type": "template",
+                "content": {"template": {"language": "en"}},
+            },
+            "content.template.name",
+        ),
+        (
+            {"user": {"msisdn": SG}, "type": "template", "content": {"template": {"name": "x"}}},
+            "content.template.language",
+        ),
+    ],
+)
+def test_chatapps_send_refusals_name_the_field(body: dict[str, Any], field: str) -> None:
+    assert refusal(CHAT_SEND, body).extra["field"] == field
+
+
+def test_sms_send_reads_destination_and_client_ip() -> None:
+    parsed = run(
+        SMS_SEND,
+        {"destination": "8765 4321", "country": "SG", "text": "hi", "clientIp": "192.0.2.1"},
+    )
+    assert parsed.messages == (MessageCheck(SG),)
+    assert parsed.client_ip == "192.0.2.1"
+
+
+def test_verify_is_an_otp_to_the_destination() -> None:
+    parsed = run(VERIFY, {"destination": "6587654321", "clientIp": "2001:DB8::1"})
+    assert parsed.messages == (MessageCheck(SG, otp=True),)
+    assert parsed.client_ip == "2001:db8::1"  # normalised
+
+
+@pytest.mark.parametrize("route", [SMS_SEND, VERIFY])
+@pytest.mark.parametrize("value", [None, ""])
+def test_absent_client_ip_is_none(route: Route, value: Any) -> None:
+    assert run(route, {"destination": SG, "clientIp": value}).client_ip is None
+
+
+@pytest.mark.parametrize("route", [SMS_SEND, VERIFY, SMS_BATCH])
+@pytest.mark.parametrize("value", ["not-an-ip", "192.0.2.300", 3232235777, ["192.0.2.1"], False])
+def test_bad_client_ip_is_refused(route: Route, value: Any) -> None:
+    body = {"destination": SG, "destinations": [SG], "clientIp": value}
+    assert refusal(route, body).extra["field"] == "clientIp"
+
+
+@pytest.mark.parametrize("route", [SMS_SEND, VERIFY])
+def test_missing_destination_is_refused(route: Route) -> None:
+    assert refusal(route, {"text": "hi"}).extra["field"] == "destination"
+
+
+@pytest.mark.parametrize("route", [CHAT_SEND, CHAT_BATCH, SMS_SEND, SMS_BATCH, VERIFY])
+@pytest.mark.parametrize("raw", [b"", b"{", b"\xff\xfe", b"[1, 2]", b'"text"', b"null", b"42"])
+def test_non_object_body_is_refused_naming_the_body(route: Route, raw: bytes) -> None:
+    assert refusal(route, raw).extra["field"] == "body"
+
+
+def test_read_route_does_not_look_at_the_body() -> None:
+    assert parse(READ, b"\xff not json") == ParsedSend(None, (), None)
+
+
+# --- batches -------------------------------------------------------------------------------
+
+
+def test_chatapps_batch_reads_every_message() -> None:
+    body = {"messages": [{"user": {"msisdn": SG}}, {"user": {"msisdn": "447700900123"}}]}
+    parsed = run(CHAT_BATCH, body)
+    assert parsed.messages == (MessageCheck(SG), MessageCheck(UK))
+    assert parsed.n_messages == 2
+
+
+def test_chatapps_batch_template_defaults_apply_unless_the_message_overrides() -> None:
+    body = {
+        "template": template("promo", "en"),
+        "messages": [
+            {"user": {"msisdn": SG}},
+            {"user": {"msisdn": SG}, "type": "text", "content": {"text": "hi"}},
+            {"user": {"msisdn": SG}, "content": {"template": {"name": "other", "language": "fr"}}},
+        ],
+    }
+    templates = [m.template for m in run(CHAT_BATCH, body).messages]
+    assert templates == ["promo:en", None, "other:fr"]
+
+
+def test_chatapps_batch_defaults_may_hold_the_user_country() -> None:
+    body = {"template": {"user": {"country": "SG"}}, "messages": [{"user": {"msisdn": "87654321"}}]}
+    # the message's own `user` wins as a whole, so the batch-level country does not reach it
+    assert refusal(CHAT_BATCH, body).extra["field"] == "messages[0].user.msisdn"
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({}, "messages"),
+        ({"messages": []}, "messages"),
+        ({"messages": {}}, "messages"),
+        ({"messages": [{"user": {"msisdn": SG}}], "template": "promo"}, "template"),
+        ({"messages": [{"user": {"msisdn": SG}}, 5]}, "messages[1]"),
+        (
+            {"messages": [{"user": {"msisdn": SG}}, {"user": {"msisdn": "x"}}]},
+            "messages[1].user.msisdn",
+        ),
+        ({"messages": [{"user": {"msisdn": SG}}, {"type": "text"}]}, "messages[1].user"),
+        (
+            {"messages": [{"user": {"msisdn": SG}, "type": "template"}]},
+            "messages[0].content.template",
+        ),
+        (
+            {"messages": [{"user": {"msisdn": SG, "country": "SGP"}}]},
+            "messages[0].user.country",
+        ),
+    ],
+)
+def test_chatapps_batch_refusals_name_the_field(body: dict[str, Any], field: str) -> None:
+    assert refusal(CHAT_BATCH, body).extra["field"] == field
+
+
+def test_sms_batch_recipients_are_messages_then_destinations() -> None:
+    body = {
+        "template": {"country": "SG", "text": "hi"},
+        "messages": [{"destination": "87654321"}, {"destination": UK}],
+        "destinations": ["8765 4321", "+447700900123"],
+        "clientIp": "198.51.100.7",
+    }
+    parsed = run(SMS_BATCH, body)
+    assert [m.msisdn for m in parsed.messages] == [SG, UK, SG, UK]
+    assert parsed.n_messages == 2
+    assert parsed.client_ip == "198.51.100.7"
+
+
+def test_sms_batch_message_country_wins_over_the_default() -> None:
+    body = {
+        "template": {"country": "GB"},
+        "messages": [{"destination": "87654321", "country": "SG"}],
+    }
+    assert run(SMS_BATCH, body).messages == (MessageCheck(SG),)
+
+
+def test_sms_batch_of_destinations_only() -> None:
+    parsed = run(SMS_BATCH, {"destinations": [SG, UK], "template": {"text": "hi"}})
+    assert [m.msisdn for m in parsed.messages] == [SG, UK]
+    assert parsed.n_messages == 0
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({}, "messages"),
+        ({"messages": [], "destinations": []}, "messages"),
+        ({"messages": "x"}, "messages"),
+        ({"destinations": "x"}, "destinations"),
+        ({"template": [], "destinations": [SG]}, "template"),
+        ({"messages": [7]}, "messages[0]"),
+        ({"messages": [{"destination": SG}, {"text": "hi"}]}, "messages[1].destination"),
+        ({"messages": [{"destination": SG}], "destinations": [SG, "12"]}, "destinations[1]"),
+        ({"destinations": ["87654321"]}, "destinations[0]"),  # no country anywhere
+        ({"messages": [{"destination": "87654321", "country": "XYZ"}]}, "messages[0].country"),
+    ],
+)
+def test_sms_batch_refusals_name_the_field(body: dict[str, Any], field: str) -> None:
+    assert refusal(SMS_BATCH, body).extra["field"] == field
+
+
+@pytest.mark.parametrize(("route", "key"), [(CHAT_BATCH, "messages"), (SMS_BATCH, "destinations")])
+def test_batch_over_10000_is_refused(route: Route, key: str) -> None:
+    item: Any = {"user": {"msisdn": SG}} if key == "messages" else SG
+    assert refusal(route, {key: [item] * 10_001}).extra["field"] == key
+
+
+# --- without -------------------------------------------------------------------------------
+
+
+def test_without_drops_chatapps_messages_by_index() -> None:
+    msgs = [{"user": {"msisdn": n}} for n in (SG, UK, "+6591234567")]
+    body = {"template": template(), "messages": msgs}
+    out = orjson.loads(without(run(CHAT_BATCH, body), {0, 2}))
+    assert out == {"template": template(), "messages": [msgs[1]]}
+
+
+def test_without_indexes_destinations_after_messages() -> None:
+    body = {
+        "messages": [{"destination": SG}, {"destination": UK}],
+        "destinations": ["+6591234567", "+6598765432"],
+        "template": {"text": "hi"},
+    }
+    out = orjson.loads(without(run(SMS_BATCH, body), {1, 2}))
+    assert out == {
+        "messages": [{"destination": SG}],
+        "destinations": ["+6598765432"],
+        "template": {"text": "hi"},
+    }
+
+
+def test_without_deletes_an_array_left_empty() -> None:
+    body = {"messages": [{"destination": SG}], "destinations": [UK, "+6591234567"]}
+    out = orjson.loads(without(run(SMS_BATCH, body), {0}))
+    assert out == {"destinations": [UK, "+6591234567"]}
+
+
+def test_without_nothing_dropped_keeps_the_body() -> None:
+    body = {"messages": [{"destination": SG}], "destinations": [UK]}
+    parsed = run(SMS_BATCH, body)
+    assert orjson.loads(without(parsed, set())) == body
+    assert parsed.body == body  # the parsed body itself is not changed
+
+
+def test_without_leaves_the_parsed_body_alone() -> None:
+    body = {"destinations": [SG, UK]}
+    parsed = run(SMS_BATCH, body)
+    without(parsed, {0})
+    assert parsed.body == body
+
+
+# --- never any other exception -------------------------------------------------------------
+
+KEYS = ["destination", "destinations", "country", "clientIp", "messages", "template", "user"]
+LEAVES = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**63), max_value=2**64 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=40)
+)
+ODD = LEAVES.map(lambda v: v)  # one branch of a `|`, not five: keep the shapes likely
+# many distinct good values, or hypothesis (which skips repeats) soon tries only odd ones
+PHONES = (
+    st.from_regex(r"\+?65 ?[689]\d{3} ?\d{4}", fullmatch=True)
+    | st.sampled_from(["8765 4321", "+65(876)54321", "+6512"])
+    | ODD
+)
+COUNTRIES = st.sampled_from(["SG", "sg", "GB", "ZZ", "SGP"]) | ODD
+IPS = st.sampled_from(["192.0.2.1", "2001:DB8::1", "1.2.3", ""]) | ODD
+JSON = st.recursive(
+    LEAVES,
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(st.sampled_from(KEYS) | st.text(max_size=6), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+# bodies shaped like 8x8's, with an odd value at any place, to reach past the first check
+NAMES = st.text("abcdef_", min_size=1, max_size=8) | ODD
+TEMPLATE = st.fixed_dictionaries({}, optional={"name": NAMES, "language": NAMES}) | ODD
+CONTENT = {
+    "type": st.sampled_from(["template", "Template", "text"]) | ODD,
+    "content": st.fixed_dictionaries({}, optional={"template": TEMPLATE}) | ODD,
+}
+USER = st.fixed_dictionaries({"msisdn": PHONES}, optional={"country": COUNTRIES}) | ODD
+CHAT_ONE = st.fixed_dictionaries({"user": USER}, optional=CONTENT)
+CHAT_MANY = st.fixed_dictionaries(
+    {"messages": st.lists(CHAT_ONE | ODD, min_size=1, max_size=3) | ODD},
+    optional={"template": st.fixed_dictionaries({}, optional=CONTENT) | ODD},
+)
+SMS_ONE = st.fixed_dictionaries(
+    {"destination": PHONES}, optional={"country": COUNTRIES, "clientIp": IPS}
+)
+SMS_MANY = st.fixed_dictionaries(
+    {},
+    optional={
+        "messages": st.lists(SMS_ONE | ODD, max_size=3) | ODD,
+        "destinations": st.lists(PHONES, max_size=3) | ODD,
+        "template": st.fixed_dictionaries({}, optional={"country": COUNTRIES}) | ODD,
+        "clientIp": IPS,
+    },
+)
+SHAPES = [
+    pytest.param(route, shape, id=route.name)
+    for route, shape in [
+        (CHAT_SEND, CHAT_ONE),
+        (CHAT_BATCH, CHAT_MANY),
+        (SMS_SEND, SMS_ONE),
+        (SMS_BATCH, SMS_MANY),
+        (VERIFY, SMS_ONE),
+    ]
+]
+
+
+@pytest.mark.parametrize("route", ROUTES, ids=lambda r: r.name)
+@settings(max_examples=100, deadline=None)
+@given(raw=st.binary(max_size=200))
+def test_parse_arbitrary_bytes_returns_or_refuses(route: Route, raw: bytes) -> None:
+    try:
+        parse(route, raw)
+    except GatewayError as exc:
+        assert exc.code == "request.invalid"
+
+
+@pytest.mark.parametrize(("route", "shape"), SHAPES)
+@settings(max_examples=150, deadline=None)
+@given(data=st.data())
+def test_parse_arbitrary_json_returns_or_refuses(
+    route: Route, shape: st.SearchStrategy[Any], data: st.DataObject
+) -> None:
+    raw = json.dumps(data.draw(shape | JSON, label="body")).encode()
+    try:
+        parsed = parse(route, raw)
+    except GatewayError as exc:
+        assert exc.code == "request.invalid"
+        assert isinstance(exc.extra.get("field"), str)
+        return
+    for check in parsed.messages:
+        assert check.msisdn.startswith("+")
+        assert check.msisdn[1:].isdigit()
