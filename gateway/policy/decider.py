@@ -47,6 +47,7 @@ class Decider:
         self._scheduled = False
         self._down_until = 0.0
         self._last_ok = 0.0
+        self._seeded: set[str] = set()  # capacity buckets seeded in the current outage
         self._tasks: set[asyncio.Task[None]] = set()
 
     @property
@@ -103,6 +104,9 @@ class Decider:
                 async with asyncio.timeout(self.timeout_s):
                     decisions = await self.store.decide_many(checks)
                 self._last_ok = time.monotonic()
+                if self._seeded:  # back from an outage: the next one starts afresh
+                    self._seeded.clear()
+                    self.local = MemoryStore()
                 return decisions
             except Exception as exc:
                 if not is_store_failure(exc):

@@ -78,6 +78,13 @@ class MemoryStore:
     def set_tat(self, key: str, tat: int, now: int) -> None:
         self._tats[key] = (tat, now + gcra.ttl_ms(tat, now) * 1000)
 
+    def seed(self, key: str, busy_for_us: int) -> None:
+        """Treat a bucket not yet known here as booked for the next `busy_for_us`
+        (the fallback's cold start: the shared store may have booked it up to now)."""
+        now = self._clock()
+        if not self.tat(key, now):
+            self.set_tat(key, now + busy_for_us, now)
+
     def cooldown_end(self, key: str, now: int) -> int:
         until = self._cools.get(key, 0)
         if until and until <= now:
