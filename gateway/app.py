@@ -47,7 +47,13 @@ def build_app(
         config=cfg,
         store=store,
         decider=decider,
-        upstream=Upstream(cfg.upstream.urls, api_key, cfg.upstream.timeout_s),
+        upstream=Upstream(
+            cfg.upstream.urls,
+            api_key,
+            cfg.upstream.timeout_s,
+            cfg.upstream.breaker_failures,
+            cfg.upstream.breaker_open_s,
+        ),
         metrics=metrics,
         log=logs.get("gateway"),
         secrets={

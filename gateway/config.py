@@ -55,6 +55,8 @@ class UpstreamConfig:
     api_key_file: str = ""
     account_id: str = "acme"
     timeout_s: float = 10.0
+    breaker_failures: int = 20  # failures in a row that open a product's circuit
+    breaker_open_s: float = 5.0  # how long it stays open before one request probes it
     urls: Mapping[str, str] = field(
         default_factory=lambda: {p: f"https://{p}.8x8.com" for p in PRODUCTS}
     )

@@ -85,6 +85,8 @@ def _check_upstream(cfg: Config, problems: list[str]) -> None:
     if not _NAME.match(u.account_id):
         problems.append(f"upstream.account_id: {u.account_id!r} is not an account id")
     _positive(problems, "upstream.timeout_s", u.timeout_s)
+    _positive(problems, "upstream.breaker_failures", u.breaker_failures)
+    _positive(problems, "upstream.breaker_open_s", u.breaker_open_s, zero=True)
     for product, url in u.urls.items():
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:

@@ -59,9 +59,46 @@ class UpstreamFailure(Exception):
         self.message = message
 
 
+class Breaker:
+    """Stops hammering a dead 8x8: after `threshold` failures in a row (unreachable,
+    timeout, 5xx) the product's circuit opens for `open_s`; then one request probes it
+    and its outcome closes or re-opens it."""
+
+    def __init__(self, threshold: int = 20, open_s: float = 5.0) -> None:
+        self.threshold = threshold
+        self.open_s = open_s
+        self.failures = 0
+        self.open_until = 0.0
+
+    def allow(self) -> bool:
+        if self.failures < self.threshold:
+            return True
+        now = time.monotonic()
+        if now < self.open_until:
+            return False
+        self.open_until = now + self.open_s  # this request is the probe; others wait
+        return True
+
+    def record(self, ok: bool) -> None:
+        if ok:
+            self.failures = 0
+        else:
+            self.failures += 1
+            if self.failures >= self.threshold:
+                self.open_until = time.monotonic() + self.open_s
+
+
 class Upstream:
-    def __init__(self, urls: Mapping[str, str], api_key: str, timeout_s: float) -> None:
+    def __init__(
+        self,
+        urls: Mapping[str, str],
+        api_key: str,
+        timeout_s: float,
+        breaker_failures: int = 20,
+        breaker_open_s: float = 5.0,
+    ) -> None:
         self.urls = dict(urls)
+        self.breakers = {p: Breaker(breaker_failures, breaker_open_s) for p in self.urls}
         self.timeout = aiohttp.ClientTimeout(total=timeout_s, connect=min(timeout_s, 5.0))
         self._auth = ""
         self.set_key(api_key)
@@ -94,6 +131,25 @@ class Upstream:
         return headers
 
     async def forward(
+        self,
+        product: str,
+        path_qs: str,
+        method: str,
+        body: bytes | None,
+        headers: dict[str, str],
+    ) -> Answer:
+        breaker = self.breakers[product]
+        if not breaker.allow():
+            raise UpstreamFailure("upstream.unavailable", "8x8 is failing; not retried for now")
+        try:
+            answer = await self._send(product, path_qs, method, body, headers)
+        except UpstreamFailure:
+            breaker.record(ok=False)
+            raise
+        breaker.record(ok=answer.status < 500)
+        return answer
+
+    async def _send(
         self,
         product: str,
         path_qs: str,

@@ -322,3 +322,19 @@ async def test_sigterm_with_requests_in_flight_loses_none(
     # every send 8x8 took was answered to its caller; the rest never reached 8x8
     assert len(delivered) == len(answered)
     assert all(r == 200 or isinstance(r, str) for r in results), results
+
+
+async def test_a_failing_8x8_opens_the_circuit_and_a_probe_closes_it(
+    start_gateway: GatewayFactory, sim: SimProcess
+) -> None:
+    gw = start_gateway(upstream={"breaker_failures": 3, "breaker_open_s": 1})
+    sim.configure(fail_status=503)
+    statuses = [(await call(gw.url, SEND))[0] for _ in range(3)]
+    assert statuses == [503, 503, 503]  # 8x8's own answers
+    status, headers, body = await call(gw.url, SEND)
+    assert (status, body["code"]) == (503, "upstream.unavailable")
+    assert len(sim.requests()) == 3  # the open circuit sent nothing
+    sim.configure(fail_status=None)
+    await asyncio.sleep(1.1)
+    assert (await call(gw.url, SEND))[0] == 200  # the probe
+    assert (await call(gw.url, SEND))[0] == 200
