@@ -1,9 +1,237 @@
-"""8x8's webhooks: inbound messages (STOP/START) and template status updates."""
+"""8x8's webhooks: inbound messages (STOP/START keywords change opt-outs) and WhatsApp
+template status, quality and category updates.
+
+Both take the webhook secret as a Bearer token, a Basic-auth password or `?token=`. An
+event takes effect before its 200 is sent. The answer is `{"status": "ok", "effect": ...}`
+for every well-formed event, including those that change nothing (other event types,
+non-text messages, texts that are no keyword). Malformed JSON, a body that is not an
+object, and a template event missing what it needs are 400 `request.invalid`; a store that
+fails is 503 `store.unavailable`, so 8x8 retries the event (1, 10, 30, 90 s) instead of
+losing a STOP.
+"""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Awaitable, Callable
+from functools import lru_cache
+from typing import Any
+
+import orjson
 from aiohttp import web
+
+from gateway import optoutpush, templatesync
+from gateway.errors import GatewayError, error_response, from_exception, now_rfc3339
+from gateway.messages import invalid, normalise
+from gateway.policy.decider import is_store_failure
+from gateway.state import STATE, State
+
+INBOUND = "/webhooks/inbound"
+TEMPLATES = "/webhooks/templates"
+
+ACCOUNT = re.compile(r"[A-Za-z0-9\-._&]{1,100}")  # no braces: account ids sit in hash tags
+_NAMESPACES = frozenset({"chatapps", "sms"})
+_TEMPLATE_EVENTS = frozenset(
+    {"template_status_update", "template_quality_update", "template_category_update"}
+)
+ADVISORY = "template_correct_category_detection"  # Meta's hint only: the category stays
+# otherInfo.title of a status update → the status stored (INTERFACE.md; the pauses need a
+# manual or timed unpause, UNPAUSE makes the template sendable again)
+TITLES = {
+    "DISABLED": "DISABLED",
+    "FIRST_PAUSE": "PAUSED",
+    "SECOND_PAUSE": "PAUSED",
+    "RATE_LIMITING_PAUSE": "PAUSED",
+    "UNPAUSE": "APPROVED",
+}
+
+Apply = Callable[[web.Request, State, dict[str, Any]], Awaitable[str]]
 
 
 def setup(app: web.Application) -> None:
-    """Register the webhook routes and background tasks on `app`."""
+    """Register the webhook routes and the background work (the opt-out push worker and
+    the template sync, both started and stopped with the app through cleanup_ctx)."""
+    templatesync.install(app)
+    optoutpush.install(app)
+    app.cleanup_ctx.append(templatesync.lifecycle)
+    app.router.add_post(INBOUND, _handler("inbound", apply_inbound))
+    app.router.add_post(TEMPLATES, _handler("templates", apply_template))
+
+
+def _handler(kind: str, apply: Apply) -> Callable[[web.Request], Awaitable[web.Response]]:
+    async def handle(request: web.Request) -> web.Response:
+        state = request.app[STATE]
+        info = request["log"]
+        info["route"] = f"webhooks.{kind}"
+        try:
+            state.guard.check(request, state.secrets["webhook"], webhook=True)
+            body = await read_object(request)
+            effect = await apply(request, state, body)
+        except GatewayError as exc:
+            _count(state, kind, "refused" if exc.code.startswith(("auth", "rate")) else "invalid")
+            return from_exception(exc)
+        except Exception as exc:
+            if not is_store_failure(exc):
+                raise
+            _count(state, kind, "store_failed")
+            state.log.warning("webhook.store_failed", kind=kind, error=type(exc).__name__)
+            return error_response("store.unavailable", "the store is unavailable; retry")
+        _count(state, kind, effect)
+        info["decision"] = info["effect"] = effect
+        return web.Response(
+            body=orjson.dumps({"status": "ok", "effect": effect}), content_type="application/json"
+        )
+
+    return handle
+
+
+async def read_object(request: web.Request) -> dict[str, Any]:
+    """The request's body as a JSON object, or the GatewayError that answers it."""
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge as exc:
+        raise GatewayError("request.too_large", "the body is too large") from exc
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise invalid("body", "body is not valid JSON") from exc
+    if not isinstance(body, dict):
+        raise invalid("body", "body must be a JSON object")
+    return body
+
+
+def _count(state: State, kind: str, effect: str) -> None:
+    state.metrics.webhooks.labels(kind, effect).inc()
+
+
+# --- inbound messages ----------------------------------------------------------------------
+
+
+def keyword_form(text: str) -> str:
+    """What keywords are compared as: trimmed, inner whitespace collapsed, case folded."""
+    return " ".join(text.split()).casefold()
+
+
+@lru_cache(maxsize=16)
+def _keywords(words: tuple[str, ...]) -> frozenset[str]:
+    return frozenset(keyword_form(w) for w in words) - {""}
+
+
+def message_text(payload: dict[str, Any]) -> str | None:
+    """The text of an inbound message: `content.text` (chat apps), `body` (SMS), `text`,
+    or the title of a tapped WhatsApp reply button."""
+    content = payload.get("content")
+    content = content if isinstance(content, dict) else {}
+    interactive = content.get("interactive")
+    reply = interactive.get("button_reply") if isinstance(interactive, dict) else None
+    for value in (
+        content.get("text"),
+        payload.get("body"),
+        payload.get("text"),
+        reply.get("title") if isinstance(reply, dict) else None,
+    ):
+        if isinstance(value, str):
+            return value
+    return None
+
+
+def _sender(namespace: str, payload: dict[str, Any]) -> str | None:
+    """The E.164 number of whoever sent the message; None when there is none usable."""
+    user = payload.get("user")
+    user = user if isinstance(user, dict) else {}
+    raw = user.get("msisdn") if namespace == "chatapps" else payload.get("source")
+    country = user.get("country") if namespace == "chatapps" else payload.get("country")
+    if not (isinstance(country, str) and len(country) == 2):
+        country = None
+    try:
+        return normalise(raw, country, "msisdn")
+    except GatewayError:
+        return None
+
+
+async def apply_inbound(request: web.Request, state: State, body: dict[str, Any]) -> str:
+    namespace, payload = body.get("namespace"), body.get("payload")
+    if not isinstance(namespace, str) or namespace.lower() not in _NAMESPACES:
+        return "ignored"
+    if body.get("eventType") != "inbound_message_received" or not isinstance(payload, dict):
+        return "ignored"
+    text = message_text(payload)
+    if text is None:
+        return "ignored"
+    policy = state.config.policy
+    said = keyword_form(text)
+    stop = said in _keywords(policy.stop_keywords)  # STOP wins when a word is in both lists
+    if not stop and said not in _keywords(policy.start_keywords):
+        return "no_keyword"
+    msisdn = _sender(namespace.lower(), payload)
+    if msisdn is None:
+        return "ignored"
+    sub = payload.get("subAccountId")
+    account = (
+        state.config.account_of(sub)
+        if isinstance(sub, str) and sub
+        else state.config.upstream.account_id
+    )
+    info = request["log"]
+    info["account"], info["msisdn"] = account, msisdn
+    if stop:
+        await state.store.optout_add(account, msisdn)
+        info["pushed"] = optoutpush.push(request.app, account, msisdn)
+        return "opted_out"
+    await state.store.optout_remove(account, msisdn)
+    return "opted_in"
+
+
+# --- template updates ----------------------------------------------------------------------
+
+
+def _word(value: Any, field: str, limit: int = 64) -> str:
+    if not isinstance(value, str) or not value.strip() or len(value) > limit:
+        raise invalid(field, f"{field} must be a non-empty string")
+    return value.strip()
+
+
+def template_status(details: dict[str, Any], meta: dict[str, Any]) -> str:
+    """The status a status update stores: `otherInfo.title` when it names one, else
+    `meta.status` as 8x8 sends it."""
+    for holder in (meta, details):
+        other = holder.get("otherInfo")
+        title = other.get("title") if isinstance(other, dict) else None
+        if isinstance(title, str) and title.strip().upper() in TITLES:
+            return TITLES[title.strip().upper()]
+    return _word(meta.get("status"), "eventDetails.meta.status").upper()
+
+
+async def apply_template(request: web.Request, state: State, body: dict[str, Any]) -> str:
+    event = body.get("eventType")
+    if event not in _TEMPLATE_EVENTS:
+        return "ignored"  # ADVISORY included: 8x8 does not change the category
+    account = body.get("accountId")
+    if not isinstance(account, str) or not ACCOUNT.fullmatch(account):
+        raise invalid("accountId", "accountId must be an 8x8 account id")
+    details = body.get("eventDetails")
+    if not isinstance(details, dict):
+        raise invalid("eventDetails", "eventDetails must be an object")
+    name = _word(details.get("templateName"), "eventDetails.templateName", 512)
+    language = _word(details.get("templateLanguage"), "eventDetails.templateLanguage", 32)
+    if ":" in language:
+        raise invalid("eventDetails.templateLanguage", "not a language code")
+    meta = details.get("meta")
+    if not isinstance(meta, dict):
+        raise invalid("eventDetails.meta", "eventDetails.meta must be an object")
+    raw_ts = body.get("timestamp")
+    when = now_rfc3339() if raw_ts is None else templatesync.instant(raw_ts)
+    if when is None:
+        raise invalid("timestamp", "timestamp must be RFC 3339 or epoch seconds or ms")
+    status = quality = category = None
+    if event == "template_status_update":
+        status = template_status(details, meta)
+    elif event == "template_quality_update":
+        quality = _word(meta.get("newQualityScore"), "eventDetails.meta.newQualityScore").upper()
+    else:
+        category = _word(meta.get("newCategory"), "eventDetails.meta.newCategory").upper()
+    request["log"].update(account=account, template=f"{name}:{language}", event_type=event)
+    return await templatesync.merge_put(
+        state.store, request.app[templatesync.LOCK], account, name, language, when,
+        status=status, quality=quality, category=category,
+    )  # fmt: skip
