@@ -20,7 +20,7 @@ from gateway import optoutpush, templatesync
 from gateway.errors import GatewayError, error_response, from_exception, now_rfc3339
 from gateway.messages import invalid, normalise
 from gateway.policy.decider import is_store_failure
-from gateway.state import STATE, State
+from gateway.state import LOG, STATE, State
 from gateway.store.base import BucketSpec, ConsentRecord, TemplateRecord
 from gateway.webhooks import ACCOUNT, read_object
 
@@ -59,7 +59,7 @@ def setup(app: web.Application) -> None:
 def _admin(name: str, action: Action) -> Handler:
     async def handle(request: web.Request) -> web.StreamResponse:
         state = request.app[STATE]
-        request["log"]["route"] = f"admin.{name}"
+        request[LOG]["route"] = f"admin.{name}"
         try:
             state.guard.check(request, state.secrets["admin"])
             return await action(request, state)
@@ -86,7 +86,7 @@ def _account(request: web.Request) -> str:
 
 def _msisdn(request: web.Request) -> str:
     msisdn = normalise(request.match_info["msisdn"], request.query.get("country"), "msisdn")
-    request["log"]["msisdn"] = msisdn
+    request[LOG]["msisdn"] = msisdn
     return msisdn
 
 
@@ -227,7 +227,7 @@ async def consent_export(request: web.Request, state: State) -> web.StreamRespon
         response.force_close()
         if request.transport is not None:
             request.transport.abort()
-    request["log"]["exported"] = count
+    request[LOG]["exported"] = count
     return response
 
 

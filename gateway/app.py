@@ -14,7 +14,7 @@ from gateway.config import Config
 from gateway.errors import error_response
 from gateway.metrics import Metrics
 from gateway.policy.decider import Decider
-from gateway.state import STATE, State
+from gateway.state import LOG, STATE, State
 from gateway.store.base import Store
 from gateway.store.memory import MemoryStore
 from gateway.upstream import Upstream
@@ -90,7 +90,7 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
     traceback."""
     started = time.perf_counter()
     info: dict[str, Any] = {}
-    request["log"] = info
+    request[LOG] = info
     state = request.app[STATE]
     try:
         response = await handler(request)

@@ -12,7 +12,7 @@ from gateway.messages import ParsedSend
 from gateway.policy.auth import end_user_ip
 from gateway.policy.decider import StoreUnavailable
 from gateway.routes import Kind, Route
-from gateway.state import STATE, State
+from gateway.state import LOG, STATE, State
 from gateway.store.base import Decision
 from gateway.upstream import Answer, UpstreamFailure
 
@@ -21,7 +21,7 @@ JSON_TYPES = ("application/json",)
 
 async def handle(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
-    info = request["log"]
+    info = request[LOG]
     route = routes.match(request.method, request.rel_url.raw_path)
     if route is None:
         return error_response("route.unknown", "this path and method are not proxied")
@@ -80,7 +80,7 @@ async def _forward(
     raw: bytes,
     decision: Decision,
 ) -> web.StreamResponse:
-    info = request["log"]
+    info = request[LOG]
     if decision.unconsented:
         state.metrics.unconsented.inc(len(decision.unconsented))
         info["unconsented"] = len(decision.unconsented)
@@ -151,7 +151,7 @@ async def _after_upstream_429(
         return answer
     if decision.wait_us:
         await asyncio.sleep(decision.wait_us / 1e6)
-    request["log"]["upstream_retry"] = True
+    request[LOG]["upstream_retry"] = True
     return await state.upstream.forward(route.product, path_qs, request.method, body, headers)
 
 

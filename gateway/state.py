@@ -50,3 +50,5 @@ class State:
 
 
 STATE = web.AppKey("state", State)
+#: what a request's log line will carry, filled in as the request goes (never message text)
+LOG = web.RequestKey("log", dict[str, Any])

@@ -24,7 +24,7 @@ from gateway import optoutpush, templatesync
 from gateway.errors import GatewayError, error_response, from_exception, now_rfc3339
 from gateway.messages import invalid, normalise
 from gateway.policy.decider import is_store_failure
-from gateway.state import STATE, State
+from gateway.state import LOG, STATE, State
 
 INBOUND = "/webhooks/inbound"
 TEMPLATES = "/webhooks/templates"
@@ -61,7 +61,7 @@ def setup(app: web.Application) -> None:
 def _handler(kind: str, apply: Apply) -> Callable[[web.Request], Awaitable[web.Response]]:
     async def handle(request: web.Request) -> web.Response:
         state = request.app[STATE]
-        info = request["log"]
+        info = request[LOG]
         info["route"] = f"webhooks.{kind}"
         try:
             state.guard.check(request, state.secrets["webhook"], webhook=True)
@@ -172,7 +172,7 @@ async def apply_inbound(request: web.Request, state: State, body: dict[str, Any]
         if isinstance(sub, str) and sub
         else state.config.upstream.account_id
     )
-    info = request["log"]
+    info = request[LOG]
     info["account"], info["msisdn"] = account, msisdn
     if stop:
         await state.store.optout_add(account, msisdn)
@@ -230,7 +230,7 @@ async def apply_template(request: web.Request, state: State, body: dict[str, Any
         quality = _word(meta.get("newQualityScore"), "eventDetails.meta.newQualityScore").upper()
     else:
         category = _word(meta.get("newCategory"), "eventDetails.meta.newCategory").upper()
-    request["log"].update(account=account, template=f"{name}:{language}", event_type=event)
+    request[LOG].update(account=account, template=f"{name}:{language}", event_type=event)
     return await templatesync.merge_put(
         state.store, request.app[templatesync.LOCK], account, name, language, when,
         status=status, quality=quality, category=category,

@@ -41,8 +41,9 @@ class SecretGuard:
         if presented is None:
             self._fail(caller)
             raise GatewayError("auth.missing", "a secret is required")
-        if not hmac.compare_digest(presented.encode("utf-8", "surrogatepass"),
-                                   secret.encode("utf-8")):
+        if not hmac.compare_digest(
+            presented.encode("utf-8", "surrogatepass"), secret.encode("utf-8")
+        ):
             self._fail(caller)
             raise GatewayError("auth.invalid", "wrong secret")
 
