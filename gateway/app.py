@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
@@ -78,10 +79,20 @@ def build_app(
 async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     state = app[STATE]
     await state.upstream.start()
+    flusher = asyncio.get_running_loop().create_task(_flush_logs())
     yield
+    flusher.cancel()
+    logs.flush()
     await state.decider.close()
     await state.upstream.close()
     await state.store.close()
+
+
+async def _flush_logs() -> None:
+    """Buffered request lines reach stdout within LineWriter.FLUSH_S even when idle."""
+    while True:
+        await asyncio.sleep(logs.LineWriter.FLUSH_S)
+        logs.flush()
 
 
 @web.middleware
@@ -102,7 +113,7 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
     code = response.headers.get("X-Gateway-Reject")
     route = info.setdefault("route", request.path if request.path in _OPS else "unrouted")
     decision = info.setdefault("decision", code or "ok")
-    state.metrics.requests.labels(route, str(response.status), decision).inc()
+    state.metrics.request(route, response.status, decision)
     if route not in _OPS:
         state.log.info(
             "request",

@@ -4,12 +4,12 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
-    Gauge,
     Histogram,
     generate_latest,
     multiprocess,
@@ -64,12 +64,31 @@ class Metrics:
             ["kind", "effect"],
             registry=r,
         )
-        self.store_up = Gauge(
-            "gateway_store_up",
-            "1 when the shared store answers",
-            registry=r,
-            multiprocess_mode="min",
-        )
+        self._request_children: dict[tuple[str, int, str], Any] = {}
+        self._upstream_children: dict[tuple[str, int], tuple[Any, Any]] = {}
+
+    def request(self, route: str, status: int, decision: str) -> None:
+        """Count one answered request (label children cached: this runs per request)."""
+        key = (route, status, decision)
+        child = self._request_children.get(key)
+        if child is None:
+            child = self.requests.labels(route, str(status), decision)
+            if len(self._request_children) < 10_000:
+                self._request_children[key] = child
+        child.inc()
+
+    def upstream(self, product: str, status: int, seconds: float) -> None:
+        key = (product, status)
+        children = self._upstream_children.get(key)
+        if children is None:
+            children = (
+                self.upstream_status.labels(product, str(status)),
+                self.upstream_seconds.labels(product),
+            )
+            if len(self._upstream_children) < 10_000:
+                self._upstream_children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     def render(self) -> tuple[bytes, str]:
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):

@@ -114,8 +114,7 @@ async def _forward(
         return error_response(exc.code, exc.message)
     info["decision"] = "forwarded"
     info["upstream_status"] = answer.status
-    state.metrics.upstream_seconds.labels(route.product).observe(answer.seconds)
-    state.metrics.upstream_status.labels(route.product, str(answer.status)).inc()
+    state.metrics.upstream(route.product, answer.status, answer.seconds)
     payload = answer.body
     if report is not None and 200 <= answer.status < 300:
         payload = answers.with_rejected(payload, report)

@@ -145,6 +145,7 @@ def _supervise(
             try:
                 code = run_async(_worker_main(cfg, config_path, api_key, environ, True))
             finally:
+                logs.flush()
                 os._exit(code)
         children[pid] = slot
 

@@ -61,7 +61,12 @@ class Decider:
     def healthy(self) -> bool:
         return self.mode == self.store.kind
 
-    def decide(self, check: SendCheck) -> asyncio.Future[Decision]:
+    async def decide(self, check: SendCheck) -> Decision:
+        if self.store.kind == "memory":  # no round trip to save: decide right away
+            return (await self.store.decide_many((check,)))[0]
+        return await self._queue(check)
+
+    def _queue(self, check: SendCheck) -> asyncio.Future[Decision]:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Decision] = loop.create_future()
         self._pending.append((check, future))

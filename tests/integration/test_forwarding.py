@@ -331,7 +331,7 @@ async def test_a_failing_8x8_opens_the_circuit_and_a_probe_closes_it(
     sim.configure(fail_status=503)
     statuses = [(await call(gw.url, SEND))[0] for _ in range(3)]
     assert statuses == [503, 503, 503]  # 8x8's own answers
-    status, headers, body = await call(gw.url, SEND)
+    status, _, body = await call(gw.url, SEND)
     assert (status, body["code"]) == (503, "upstream.unavailable")
     assert len(sim.requests()) == 3  # the open circuit sent nothing
     sim.configure(fail_status=None)

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
@@ -16,13 +14,6 @@ from tests.support.gatewayproc import sha
 from tests.support.simproc import SimProcess
 
 NEW_TOKEN = "rotated-client-token"
-
-
-def _wait_for_log(gw_log: Callable[[], str], needle: str, timeout_s: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while needle not in gw_log():
-        assert time.monotonic() < deadline, f"{needle!r} never logged"
-        time.sleep(0.05)
 
 
 async def test_sighup_applies_new_clients_without_dropping_requests(
@@ -47,7 +38,7 @@ async def test_sighup_applies_new_clients_without_dropping_requests(
         cfg["clients"][0]["token_sha256"] = [sha("orders-client-token"), sha(NEW_TOKEN)]
         gw.write_config(cfg)
         gw.signal(signal.SIGHUP)
-        await asyncio.to_thread(_wait_for_log, gw.log_text, "reload.applied")
+        await asyncio.to_thread(gw.wait_for_log, "reload.applied")
         await asyncio.sleep(0.3)
         stop.set()
         await asyncio.gather(*workers)
@@ -64,7 +55,7 @@ async def test_sighup_with_a_broken_config_keeps_the_old_one(
     gw = start_gateway()
     gw.config_path.write_text(gw.config_path.read_text() + "\n[limits]\nbogus = 1\n")
     gw.signal(signal.SIGHUP)
-    await asyncio.to_thread(_wait_for_log, gw.log_text, "reload.refused")
+    await asyncio.to_thread(gw.wait_for_log, "reload.refused")
     assert "limits.bogus: unknown key" in gw.log_text()
     status, _, _ = await call(gw.url, SEND)
     assert status == 200
@@ -80,7 +71,7 @@ async def test_sighup_rereads_the_8x8_key_file(
     await call(gw.url, SEND)
     key_file.write_text("second-key\n")
     gw.signal(signal.SIGHUP)
-    await asyncio.to_thread(_wait_for_log, gw.log_text, "reload.applied")
+    await asyncio.to_thread(gw.wait_for_log, "reload.applied")
     await call(gw.url, SEND)
     seen = [r["headers"]["authorization"] for r in sim.requests()]
     assert seen == ["Bearer first-key", "Bearer second-key"]

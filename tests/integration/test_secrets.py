@@ -55,6 +55,7 @@ async def test_secrets_numbers_and_text_never_leak(
     await record(gw.url, f"/webhooks/inbound?token={WEBHOOK_SECRET}-no", inbound)
     await record(gw.url, "/metrics", None, method="GET")
 
+    assert gw.stop() == 0  # every buffered line is written out
     logs = gw.log_text()
     assert "recipient.opted_out" in logs and len(errors) >= 5  # they were exercised
     everything = logs + "\n".join(answers)

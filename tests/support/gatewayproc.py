@@ -171,6 +171,15 @@ class GatewayProcess:
             os.killpg(self.proc.pid, signal.SIGKILL)
             return self.proc.wait(5)
 
+    def wait_for_log(self, needle: str, timeout_s: float = 5.0) -> str:
+        """The log once `needle` is in it (request lines reach it within ~0.2 s)."""
+        deadline = time.monotonic() + timeout_s
+        while needle not in (text := self.log_text()):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{needle!r} never logged:\n{text[-3000:]}")
+            time.sleep(0.05)
+        return text
+
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 

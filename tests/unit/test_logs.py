@@ -137,11 +137,16 @@ def lines(out: str) -> list[dict[str, Any]]:
     return [orjson.loads(line) for line in out.splitlines() if line.strip()]
 
 
+def _read(capture: pytest.CaptureFixture[str]) -> Any:
+    logs.flush()  # request lines are buffered; warnings and errors are written at once
+    return capture.readouterr()
+
+
 def test_configured_logs_write_neither_token_nor_number(
     configured: pytest.CaptureFixture[str],
 ) -> None:
     log().info("request", authorization=f"Bearer {TOKEN}", token=TOKEN, msisdn=NUMBER, status=200)
-    out = configured.readouterr().out
+    out = _read(configured).out
     assert TOKEN not in out
     assert "87654321" not in out
     [line] = lines(out)
@@ -156,7 +161,7 @@ def test_configured_logs_mask_numbers_in_messages(
     configured: pytest.CaptureFixture[str],
 ) -> None:
     log().warning(f"no consent for {NUMBER}", text="hello, your code is 123456")
-    out = configured.readouterr().out
+    out = _read(configured).out
     assert "87654321" not in out
     assert "123456" not in out
     assert lines(out)[0]["event"] == "no consent for +******4321"
@@ -169,6 +174,6 @@ def test_configured_logs_mask_numbers_in_exceptions(
         raise ValueError(f"bad recipient {NUMBER}")
     except ValueError:
         log().exception("request.failed")
-    out = configured.readouterr().out
+    out = _read(configured).out
     assert "request.failed" in out
     assert "87654321" not in out
