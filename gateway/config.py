@@ -35,6 +35,8 @@ class ServerConfig:
     workers: int = 1
     max_body_bytes: int = 4_194_304
     drain_s: float = 10.0
+    idle_timeout_s: float = 75.0  # idle keep-alive connections and unfinished request heads
+    body_timeout_s: float = 10.0  # a request body must arrive within this
     trusted_proxies: tuple[str, ...] = ()
 
 

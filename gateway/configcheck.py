@@ -53,6 +53,8 @@ def _check_server(cfg: Config, problems: list[str]) -> None:
         problems.append(f"server.workers: must be 1..256, got {s.workers}")
     _positive(problems, "server.max_body_bytes", s.max_body_bytes)
     _positive(problems, "server.drain_s", s.drain_s, zero=True)
+    _positive(problems, "server.idle_timeout_s", s.idle_timeout_s)
+    _positive(problems, "server.body_timeout_s", s.body_timeout_s)
     _check_cidrs(problems, "server.trusted_proxies", s.trusted_proxies)
 
 

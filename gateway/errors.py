@@ -21,6 +21,7 @@ STATUS: dict[str, int] = {
     "route.unknown": 404,
     "not_found": 404,
     "template.not_active": 409,
+    "request.timeout": 408,
     "request.too_large": 413,
     "request.content_type": 415,
     "rate_limited.subaccount": 429,

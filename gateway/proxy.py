@@ -32,7 +32,8 @@ async def handle(request: web.Request) -> web.StreamResponse:
         info["client"] = client.name
         if not client.may_use(route.subaccount):
             raise GatewayError("auth.subaccount", "this client may not use this subaccount")
-        raw = await _read_body(request, route, state.config.server.max_body_bytes)
+        server = state.config.server
+        raw = await _read_body(request, route, server.max_body_bytes, server.body_timeout_s)
         parsed = messages.parse(route, raw)
         eu_ip = end_user_ip(
             request.headers.get("X-End-User-IP"),
@@ -58,7 +59,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
     return await _forward(request, state, route, parsed, raw, decision)
 
 
-async def _read_body(request: web.Request, route: Route, limit: int) -> bytes:
+async def _read_body(request: web.Request, route: Route, limit: int, timeout_s: float) -> bytes:
     if route.kind is Kind.READ:
         return b""
     if request.content_length is not None and request.content_length > limit:
@@ -67,9 +68,12 @@ async def _read_body(request: web.Request, route: Route, limit: int) -> bytes:
     if ctype not in JSON_TYPES and not ctype.endswith("+json"):
         raise GatewayError("request.content_type", "the body must be application/json")
     try:
-        return await request.read()
+        async with asyncio.timeout(timeout_s):
+            return await request.read()
     except web.HTTPRequestEntityTooLarge as exc:
         raise GatewayError("request.too_large", f"body over {limit} bytes") from exc
+    except TimeoutError as exc:
+        raise GatewayError("request.timeout", f"body not received within {timeout_s} s") from exc
 
 
 async def _forward(

@@ -73,7 +73,11 @@ async def _worker_main(
     app = build_app(cfg, api_key, environ)
     state = app[STATE]
     runner = web.AppRunner(
-        app, access_log=None, handle_signals=False, shutdown_timeout=cfg.server.drain_s
+        app,
+        access_log=None,
+        handle_signals=False,
+        shutdown_timeout=cfg.server.drain_s,
+        keepalive_timeout=cfg.server.idle_timeout_s,  # also bounds a slow request head
     )
     await runner.setup()
     site = web.TCPSite(
