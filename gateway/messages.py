@@ -67,15 +67,21 @@ def normalise(raw: Any, country: Any, field: str) -> str:
     return e164
 
 
-def parse(route: Route, raw: bytes) -> ParsedSend:
-    if route.kind is Kind.READ:
-        return ParsedSend(None, (), None)
+def decode_object(raw: bytes) -> dict[str, Any]:
+    """A body that must be one JSON object, or the 400 that answers it."""
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise invalid("body", "body is not valid JSON") from exc
     if not isinstance(body, dict):
         raise invalid("body", "body must be a JSON object")
+    return body
+
+
+def parse(route: Route, raw: bytes) -> ParsedSend:
+    if route.kind is Kind.READ:
+        return ParsedSend(None, (), None)
+    body = decode_object(raw)
     if route.kind is Kind.VERIFY:
         msisdn = normalise(body.get("destination"), body.get("country"), "destination")
         return ParsedSend(body, (MessageCheck(msisdn, otp=True),), _client_ip(body))

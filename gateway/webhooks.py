@@ -22,7 +22,7 @@ from aiohttp import web
 
 from gateway import optoutpush, templatesync
 from gateway.errors import GatewayError, error_response, from_exception, now_rfc3339
-from gateway.messages import invalid, normalise
+from gateway.messages import decode_object, invalid, normalise
 from gateway.policy.decider import is_store_failure
 from gateway.state import LOG, STATE, State
 
@@ -91,13 +91,7 @@ async def read_object(request: web.Request) -> dict[str, Any]:
         raw = await request.read()
     except web.HTTPRequestEntityTooLarge as exc:
         raise GatewayError("request.too_large", "the body is too large") from exc
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise invalid("body", "body is not valid JSON") from exc
-    if not isinstance(body, dict):
-        raise invalid("body", "body must be a JSON object")
-    return body
+    return decode_object(raw)
 
 
 def _count(state: State, kind: str, effect: str) -> None:
