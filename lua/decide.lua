@@ -19,11 +19,22 @@
 --   bucket index (-1: a cool-down without a subaccount bucket).
 -- Bucket keys hold the theoretical arrival time (TAT, µs of server time) with a TTL until
 -- the bucket is full again; TATs are written with %.0f since tostring drops digits.
+--
+-- Redis Cluster only (gateway/store/cluster.py; absent on standalone and Sentinel):
+-- ARGV[2]: JSON array, the values of keys of OTHER slots, which ARGV[1] names by negative
+--   index -j: a bucket's TAT (0: none) or a cool-down's PTTL in ms, as read just before.
+--   They are decided on exactly like keys of this slot, booked in memory only, never read
+--   or written here (cluster.py books them on their own slot at the same instant).
+--   The reply then goes on after the last request: now, and per request: the instant it
+--   booked (0: none), n, then (key index, TAT before, TAT after) * n for the keys of this
+--   slot it booked, in booking order (what lua/refund.lua needs to undo them).
 
 if redis.replicate_commands then redis.replicate_commands() end -- Redis < 5: TIME, then writes
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local checks = cjson.decode(ARGV[1])
+local foreign = ARGV[2] and cjson.decode(ARGV[2])
+local journal, booked_at = nil, 0 -- the current request's bookings, with ARGV[2]
 
 local out, n = {}, 0
 local function push(v)
@@ -35,16 +46,21 @@ local tats, dirty = {}, {}
 local function tat_of(k)
   local v = tats[k]
   if v == nil then
-    v = tonumber(redis.call('GET', KEYS[k])) or 0
+    if k < 0 then v = foreign[-k] else v = tonumber(redis.call('GET', KEYS[k])) or 0 end
     tats[k] = v
   end
   return v
 end
 
 local function book(k, s, interval)
-  local v = math.max(tat_of(k), s) + interval
+  local before = tat_of(k)
+  local v = math.max(before, s) + interval
   tats[k] = v
   dirty[k] = true
+  if journal and k > 0 then
+    local j = #journal
+    journal[j + 1], journal[j + 2], journal[j + 3] = k, before, v
+  end
   return v
 end
 
@@ -84,7 +100,8 @@ local cools = {}
 local function cooldown_end(k)
   local v = cools[k]
   if v == nil then
-    local ms = redis.call('PTTL', KEYS[k])
+    local ms
+    if k < 0 then ms = foreign[-k] else ms = redis.call('PTTL', KEYS[k]) end
     if ms > 0 then v = now + ms * 1000 else v = 0 end
     cools[k] = v
   end
@@ -151,7 +168,7 @@ local function decide(c)
   end
 
   local max_wait, cool = c[4], 0
-  if c[8] > 0 then cool = cooldown_end(c[8]) end
+  if c[8] ~= 0 then cool = cooldown_end(c[8]) end
   local s, best, retry, ref, has_sub = now, 99, 0, 0, false
   local nb = #bks / 5
   for j = 0, nb - 1 do
@@ -184,6 +201,7 @@ local function decide(c)
 
   push(0)
   push(s - now)
+  booked_at = s
   for j = 0, nb - 1 do
     local o = j * 5
     local interval, burst = bks[o + 3], bks[o + 4]
@@ -194,11 +212,27 @@ local function decide(c)
   return tail(dropped, uncons)
 end
 
-for i = 1, #checks do decide(checks[i]) end
+local booked = {}
+for i = 1, #checks do
+  if foreign then journal, booked_at = {}, 0 end
+  decide(checks[i])
+  if foreign then booked[i] = {booked_at, journal} end
+end
 
 for k in pairs(dirty) do
-  local v = tats[k]
-  local ms = math.max(1, math.ceil((v - now) / 1000))
-  redis.call('SET', KEYS[k], string.format('%.0f', v), 'PX', ms)
+  if k > 0 then
+    local v = tats[k]
+    local ms = math.max(1, math.ceil((v - now) / 1000))
+    redis.call('SET', KEYS[k], string.format('%.0f', v), 'PX', ms)
+  end
+end
+if foreign then
+  push(now)
+  for i = 1, #booked do
+    local b = booked[i]
+    push(b[1])
+    push(#b[2] / 3)
+    for j = 1, #b[2] do push(b[2][j]) end
+  end
 end
 return out

@@ -32,11 +32,12 @@ What holds, as on standalone Redis:
 - All-or-nothing: a request is booked in every bucket it touches at one instant (the wait it
   is told), or its bookings are refunded and it is refused. Each bucket's own GCRA bound, and
   with it DESIGN's "each rate holds in every one-second window", is therefore kept.
-- Without concurrent writers the decisions equal the single-call script's, to the
-  microsecond and with the same refusal priority (step 2 sees every bucket).
-- Within a micro-batch requests are decided in order per account. Accounts that share a
-  bucket of another slot (the egress IP) are decided one after the other, each seeing the
-  bookings of those before; accounts that share nothing go in parallel.
+- Without concurrent writers a confirm never fails, and the decisions equal the
+  single-call script's for the same requests in the same order, to the microsecond and
+  with the same refusal priority (step 2 sees every bucket).
+- That order: within a micro-batch, requests in order per account; accounts that share a
+  bucket (the egress IP) take turns in order of first appearance, each account's call
+  seeing the bookings of those before; accounts that share nothing go in parallel.
 - Clocks: a slot's keys are compared with its own node's clock, and s comes from the
   account's node, so the nodes' clocks must agree (NTP): a skew of d shifts a booking by d.
 """
@@ -113,7 +114,7 @@ class SlotSplit:
             todo = await self._pass(checks, todo, out, attempt == MAX_PASSES - 1)
             if not todo:
                 break
-        return [d if d is not None else Decision() for d in out]
+        return [_decided(d) for d in out]
 
     async def _pass(
         self, checks: Sequence[SendCheck], todo: list[int], out: list[Decision | None], last: bool
@@ -125,7 +126,7 @@ class SlotSplit:
         for r in reqs:
             groups.setdefault(r.home, []).append(r)
         ordered = list(groups.values())
-        if _share_away(ordered):
+        if _share_buckets(ordered):
             for group in ordered:  # each sees the bookings of those before
                 await self._decide_home(group, values)
                 _book_in_memory(group, values)
@@ -258,6 +259,12 @@ class SlotSplit:
         return out
 
 
+def _decided(decision: Decision | None) -> Decision:
+    if decision is None:  # every pass decides or retries each of its requests
+        raise RuntimeError("a request left undecided")
+    return decision
+
+
 async def _all(calls: list[Awaitable[T]]) -> list[T]:
     """Await calls to several nodes at once (one alone: no task needed)."""
     if len(calls) == 1:
@@ -265,13 +272,13 @@ async def _all(calls: list[Awaitable[T]]) -> list[T]:
     return list(await asyncio.gather(*calls))
 
 
-def _share_away(groups: list[list[_Request]]) -> bool:
-    """Do requests of different account slots touch a common other-slot bucket?"""
+def _share_buckets(groups: list[list[_Request]]) -> bool:
+    """Do requests of different account slots touch a common bucket?"""
     if len(groups) < 2:
         return False
     seen: set[str] = set()
     for group in groups:
-        mine = {b.key for r in group for b in r.away()}
+        mine = {b.key for r in group for b in r.check.buckets}
         if seen & mine:
             return True
         seen |= mine
@@ -279,8 +286,12 @@ def _share_away(groups: list[list[_Request]]) -> bool:
 
 
 def _book_in_memory(group: list[_Request], values: dict[str, int]) -> None:
-    """Move the peeked TATs of other slots past this group's bookings (as decide.lua did)."""
+    """Move the peeked TATs past this group's bookings, for the next group's call: the
+    other-slot ones as decide.lua did in memory, any of its own slot it wrote."""
     for r in group:
         if r.at:
+            for key, _, after in r.booked:
+                if key in values:  # another account's other-slot key (a slot collision)
+                    values[key] = after
             for b in r.away():
                 values[b.key] = max(values[b.key], r.at) + b.interval_us

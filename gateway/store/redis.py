@@ -5,12 +5,17 @@ keys it may touch go once each in KEYS, the requests as one JSON blob in ARGV[1]
 keys by index, and the answer comes back as a flat array of integers (see the script's
 header). Compliance records are a set (opt-outs) and two hashes (consent, templates) per
 account, JSON values, no TTL. Works with clients built with or without decode_responses.
+
+Standalone and Sentinel clients take that single-call path. On a Redis Cluster client a
+decision's keys span several slots, so `decide_many` and `bucket_fill` go through
+gateway/store/cluster.py instead (one call per slot, same guarantees); everything else is
+one key per command and works on any client.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 from redis.asyncio import Redis, RedisCluster
@@ -28,11 +33,18 @@ from gateway.store.base import (
 )
 from gateway.store.scripts import script
 
+if TYPE_CHECKING:
+    from gateway.store.cluster import SlotSplit
+
 #: Rule codes of lua/decide.lua (1-based, in the order refusals win)
 _RULES: tuple[Rule, ...] = tuple(Rule)
 _CODE = {rule: i + 1 for i, rule in enumerate(_RULES)}
 _OPT_IN = {"off": 0, "warn": 1, "enforce": 2}
 _NONE: tuple[tuple[Rule, int], ...] = ()
+
+
+class Closable(Protocol):
+    async def aclose(self) -> None: ...
 
 
 def _text(value: bytes | str) -> str:
@@ -41,14 +53,28 @@ def _text(value: bytes | str) -> str:
 
 def encode(checks: Sequence[SendCheck]) -> tuple[list[str], bytes]:
     """(KEYS, ARGV[1]) of lua/decide.lua for these requests."""
+    names, _, blob = encode_split(checks, None)
+    return names, blob
+
+
+def encode_split(
+    checks: Sequence[SendCheck], local: Callable[[str], bool] | None
+) -> tuple[list[str], list[str], bytes]:
+    """(KEYS, other-slot keys, ARGV[1]) of lua/decide.lua. With `local`, a key it rejects
+    is named by a negative index into the other-slot keys (Redis Cluster: ARGV[2])."""
     names: list[str] = []
+    others: list[str] = []
     index: dict[str, int] = {}
 
     def ix(key: str) -> int:
         i = index.get(key)
         if i is None:
-            names.append(key)
-            i = index[key] = len(names)
+            if local is None or local(key):
+                names.append(key)
+                i = index[key] = len(names)
+            else:
+                others.append(key)
+                i = index[key] = -len(others)
         return i
 
     payload = []
@@ -75,11 +101,16 @@ def encode(checks: Sequence[SendCheck]) -> tuple[list[str], bytes]:
             ix(c.cooldown_key) if c.cooldown_key else 0,
             c.otp.interval_us, c.otp.burst, bks, msgs,
         ))  # fmt: skip
-    return names, orjson.dumps(payload)
+    return names, others, orjson.dumps(payload)
 
 
 def decode(checks: Sequence[SendCheck], reply: Sequence[Any]) -> list[Decision]:
     """Decisions from lua/decide.lua's flat reply."""
+    return decode_from(checks, reply)[0]
+
+
+def decode_from(checks: Sequence[SendCheck], reply: Sequence[Any]) -> tuple[list[Decision], int]:
+    """Decisions from lua/decide.lua's flat reply, and where the decisions end in it."""
     out: list[Decision] = []
     i = 0
     for c in checks:
@@ -105,7 +136,7 @@ def decode(checks: Sequence[SendCheck], reply: Sequence[Any]) -> list[Decision]:
         unconsented = tuple(reply[i + 1 : i + 1 + n])
         i += 1 + n
         out.append(Decision(wait, refusal, dropped, unconsented, remaining))
-    return out
+    return out, i
 
 
 def _refusal(c: SendCheck, rule: Rule, retry: int, status: Any, ref: int) -> Refusal:
@@ -121,16 +152,24 @@ def _refusal(c: SendCheck, rule: Rule, retry: int, status: Any, ref: int) -> Ref
 class RedisStore:
     """The store on a Redis client the caller built (timeouts, pool, fallback are theirs).
 
-    `close()` closes that client.
+    `close()` closes that client, and `also_close` (a Sentinel's own connections).
     """
 
     kind = "redis"
 
-    def __init__(self, client: Redis | RedisCluster) -> None:
+    def __init__(
+        self, client: Redis | RedisCluster, *, also_close: Sequence[Closable] = ()
+    ) -> None:
         self.client = client
+        self._also_close = tuple(also_close)
         self._decide = script("decide")
         self._cooldown = script("cooldown")
         self._template_put = script("template_put")
+        self._split: SlotSplit | None = None
+        if isinstance(client, RedisCluster):
+            from gateway.store.cluster import SlotSplit
+
+            self._split = SlotSplit(client)
 
     async def decide(self, check: SendCheck) -> Decision:
         return (await self.decide_many((check,)))[0]
@@ -138,6 +177,8 @@ class RedisStore:
     async def decide_many(self, checks: Sequence[SendCheck]) -> list[Decision]:
         if not checks:
             return []
+        if self._split is not None:
+            return await self._split.decide_many(checks)
         names, blob = encode(checks)
         return decode(checks, await self._decide(self.client, names, (blob,)))
 
@@ -145,6 +186,8 @@ class RedisStore:
         await self._cooldown(self.client, (key,), (max(1, -(-duration_us // 1000)),))
 
     async def bucket_fill(self, buckets: Sequence[BucketSpec]) -> list[BucketFill]:
+        if self._split is not None:
+            return await self._split.bucket_fill(buckets)
         pipe = self.client.pipeline(transaction=False)
         pipe.time()
         for spec in buckets:
@@ -253,6 +296,8 @@ class RedisStore:
 
     async def close(self) -> None:
         await self.client.aclose()
+        for other in self._also_close:
+            await other.aclose()
 
 
 def _consent(msisdn: str, raw: bytes | str) -> ConsentRecord:

@@ -1,7 +1,9 @@
-"""The contract suite's stores: every test runs on memory, fakeredis and a real Redis.
+"""The contract suite's stores: every test runs on memory, fakeredis and a real Redis,
+and (marked slow: `pytest -m slow`) on a real Redis Cluster and a Sentinel-managed Redis.
 
-The real redis-server is started once per session on a free port (never the one on 6379)
-and flushed before each test. Helpers here build checks with the suite's defaults.
+The real servers are started once per session on free ports (never the one on 6379) and
+flushed before each test (the Cluster on every primary). Helpers here build checks with
+the suite's defaults.
 """
 
 from __future__ import annotations
@@ -10,7 +12,8 @@ from collections.abc import AsyncIterator, Iterator
 
 import fakeredis
 import pytest
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
+from redis.asyncio.sentinel import Sentinel
 
 from gateway.store import keys
 from gateway.store.base import (
@@ -23,7 +26,9 @@ from gateway.store.base import (
 )
 from gateway.store.memory import MemoryStore
 from gateway.store.redis import RedisStore
+from tests.support.clusterproc import RedisCluster as ClusterProcess
 from tests.support.redisproc import RedisServer
+from tests.support.sentinelproc import SentinelSetup
 
 US = 1_000_000
 MS = 1_000
@@ -39,13 +44,53 @@ def redis_server() -> Iterator[RedisServer]:
         yield server
 
 
-@pytest.fixture(params=["memory", "fakeredis", "redis"])
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[ClusterProcess]:
+    with ClusterProcess() as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="session")
+def redis_sentinel() -> Iterator[SentinelSetup]:
+    with SentinelSetup() as setup:
+        yield setup
+
+
+async def cluster_store(cluster: ClusterProcess) -> RedisStore:
+    """A store on the Cluster, every primary flushed."""
+    client = RedisCluster.from_url(cluster.url)
+    await client.flushall(target_nodes=RedisCluster.PRIMARIES)
+    return RedisStore(client)
+
+
+async def sentinel_store(setup: SentinelSetup) -> RedisStore:
+    """A store on the primary the sentinels name, flushed."""
+    hosts = [(h.rpartition(":")[0], int(h.rpartition(":")[2])) for h in setup.sentinels]
+    sentinel = Sentinel(hosts, socket_timeout=2)
+    client = sentinel.master_for(setup.service_name, socket_timeout=2)
+    await client.flushall()
+    return RedisStore(client, also_close=(sentinel,))
+
+
+@pytest.fixture(
+    params=[
+        "memory",
+        "fakeredis",
+        "redis",
+        pytest.param("cluster", marks=pytest.mark.slow),
+        pytest.param("sentinel", marks=pytest.mark.slow),
+    ]
+)
 async def store(request: pytest.FixtureRequest) -> AsyncIterator[Store]:
     made: Store
     if request.param == "memory":
         made = MemoryStore()
     elif request.param == "fakeredis":
         made = RedisStore(fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer()))
+    elif request.param == "cluster":
+        made = await cluster_store(request.getfixturevalue("redis_cluster"))
+    elif request.param == "sentinel":
+        made = await sentinel_store(request.getfixturevalue("redis_sentinel"))
     else:
         server: RedisServer = request.getfixturevalue("redis_server")
         client = Redis.from_url(server.url)
