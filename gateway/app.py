@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from gateway import admin, logs, proxy, webhooks
+from gateway import admin, logs, messages, proxy, webhooks
 from gateway.config import Config
 from gateway.errors import error_response
 from gateway.metrics import Metrics
@@ -78,6 +78,7 @@ def build_app(
 
 async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     state = app[STATE]
+    messages.preload()
     await state.upstream.start()
     flusher = asyncio.get_running_loop().create_task(_flush_logs())
     yield

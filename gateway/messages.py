@@ -30,6 +30,15 @@ class ParsedSend:
     n_messages: int = 0  # in a batch, how many recipients come from `messages[]`
 
 
+def preload() -> None:
+    """Load every region's number metadata now (~70 ms, ~1.5 MB) rather than on the first
+    send to each country, which would stall the event loop mid-traffic."""
+    for region in phonenumbers.SUPPORTED_REGIONS:
+        phonenumbers.PhoneMetadata.metadata_for_region(region)
+    for code in phonenumbers.COUNTRY_CODES_FOR_NON_GEO_REGIONS:
+        phonenumbers.PhoneMetadata.metadata_for_nongeo_region(code)
+
+
 def invalid(field: str, message: str) -> GatewayError:
     return GatewayError("request.invalid", message, field=field)
 

@@ -47,7 +47,8 @@ class Decider:
         self._scheduled = False
         self._down_until = 0.0
         self._last_ok = 0.0
-        self._seeded: set[str] = set()  # capacity buckets seeded in the current outage
+        # capacity buckets decided locally in the current outage (their shared specs)
+        self._outage: dict[str, BucketSpec] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
     @property
@@ -107,10 +108,12 @@ class Decider:
         if now >= self._down_until:
             try:
                 async with asyncio.timeout(self.timeout_s):
+                    if self._outage:
+                        await self.store.hold_buckets(self._handback())
                     decisions = await self.store.decide_many(checks)
                 self._last_ok = time.monotonic()
-                if self._seeded:  # back from an outage: the next one starts afresh
-                    self._seeded.clear()
+                if self._outage:  # back from an outage: the next one starts afresh
+                    self._outage.clear()
                     self.local = MemoryStore()
                 return decisions
             except Exception as exc:
@@ -129,22 +132,43 @@ class Decider:
             raise StoreUnavailable(str(failure))
         if self.on_failure == "open":
             return [Decision() for _ in checks]
+        await self._start_local(checks)
         return await self.local.decide_many([self._local_share(c) for c in checks])
 
     def _local_share(self, check: SendCheck) -> SendCheck:
-        if self.divisor == 1:
-            return check
         d = self.divisor
+        if d == 1:
+            return check
+        otp = check.otp
         return replace(
             check,
             buckets=tuple(_divided(b, d) for b in check.buckets),
-            otp=OtpSpec(
-                check.otp.interval_us * d,
-                max(1, check.otp.burst // d),
-                check.otp.limit,
-                check.otp.window_s,
-            ),
+            otp=OtpSpec(otp.interval_us * d, max(1, otp.burst // d), otp.limit, otp.window_s),
         )
+
+    async def _start_local(self, checks: list[SendCheck]) -> None:
+        """A capacity bucket met for the first time in this outage starts busy for a burst
+        plus `max_wait`: the shared store may have booked those slots already, and the
+        switch must not let a one-second window overflow."""
+        holds = []
+        for check in checks:
+            for bucket in check.buckets:
+                if bucket.shapeable and bucket.key not in self._outage:
+                    self._outage[bucket.key] = bucket
+                    local = _divided(bucket, self.divisor)
+                    holds.append((bucket.key, local.interval_us * local.burst + check.max_wait_us))
+        if holds:
+            await self.local.hold_buckets(holds)
+
+    def _handback(self) -> list[tuple[str, int]]:
+        """After an outage: each capacity bucket counts as booked up to this process's last
+        local booking, plus a full burst, so the shared bucket resumes where the local one
+        left off instead of starting full."""
+        now = self.local.now()
+        return [
+            (key, max(0, self.local.tat(key, now) - now) + spec.interval_us * spec.burst)
+            for key, spec in self._outage.items()
+        ]
 
     async def probe(self) -> str:
         """Ping the shared store when no call has told us about it lately (for /readyz)."""

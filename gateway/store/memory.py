@@ -66,6 +66,10 @@ class MemoryStore:
         found = self._templates.get(account, {}).get(template)
         return None if found is None else (found[0].status, found[0].category)
 
+    def now(self) -> int:
+        """µs since the epoch on this store's clock."""
+        return self._clock()
+
     def tat(self, key: str, now: int) -> int:
         found = self._tats.get(key)
         if found is None:
@@ -78,12 +82,11 @@ class MemoryStore:
     def set_tat(self, key: str, tat: int, now: int) -> None:
         self._tats[key] = (tat, now + gcra.ttl_ms(tat, now) * 1000)
 
-    def seed(self, key: str, busy_for_us: int) -> None:
-        """Treat a bucket not yet known here as booked for the next `busy_for_us`
-        (the fallback's cold start: the shared store may have booked it up to now)."""
+    async def hold_buckets(self, holds: Sequence[tuple[str, int]]) -> None:
         now = self._clock()
-        if not self.tat(key, now):
-            self.set_tat(key, now + busy_for_us, now)
+        for key, busy_for_us in holds:
+            if self.tat(key, now) < now + busy_for_us:
+                self.set_tat(key, now + busy_for_us, now)
 
     def cooldown_end(self, key: str, now: int) -> int:
         until = self._cools.get(key, 0)

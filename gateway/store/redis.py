@@ -14,6 +14,7 @@ one key per command and works on any client.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -199,6 +200,10 @@ class RedisStore:
             left, reset = gcra.fill(int(tat or 0), spec.interval_us, spec.burst, now)
             out.append(BucketFill(spec.rule, spec.key, left, reset))
         return out
+
+    async def hold_buckets(self, holds: Sequence[tuple[str, int]]) -> None:
+        hold = script("hold")
+        await asyncio.gather(*(hold(self.client, [key], [busy]) for key, busy in holds))
 
     # --- opt-outs: a set per account
     async def optout_add(self, account: str, msisdn: str) -> bool:

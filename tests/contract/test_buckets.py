@@ -223,3 +223,22 @@ async def test_memory_store_purges_expired_keys(store: Store):
     await asyncio.sleep(0.08)
     assert await pttl(store, bucket.key) == -2
     assert (await store.bucket_fill([bucket]))[0].remaining == 1
+
+
+async def test_a_held_bucket_admits_only_after_the_hold(store: Store):
+    bucket = sub_bucket(interval_us=100 * MS, burst=2)
+    await store.hold_buckets([(bucket.key, 1 * US)])
+    [d] = await store.decide_many([send(buckets=(bucket,))])
+    assert d.refusal is not None and d.refusal.rule is Rule.SUBACCOUNT
+    # held until now + 1 s, so the bucket is empty for the next 1 s - (burst - 1) x T
+    assert 850 * MS <= d.refusal.retry_after_us <= 900 * MS
+    assert 0 < await pttl(store, bucket.key) <= 1000
+
+
+async def test_a_hold_never_shortens_a_later_booking(store: Store):
+    bucket = sub_bucket(interval_us=1 * US, burst=1)
+    [d] = await store.decide_many([send(buckets=(bucket,))])
+    assert d.refusal is None  # booked: the bucket is busy for the next second
+    await store.hold_buckets([(bucket.key, 10 * MS)])
+    [d] = await store.decide_many([send(buckets=(bucket,))])
+    assert d.refusal is not None and d.refusal.retry_after_us > 900 * MS

@@ -13,7 +13,7 @@ import pytest
 
 from tests.conftest import GatewayFactory
 from tests.integration.test_forwarding import AUTH, SEND, call
-from tests.support.load import closed_loop, open_loop
+from tests.support.load import closed_loop, open_loop, warm_up
 from tests.support.redisproc import RedisServer
 from tests.support.simproc import SimProcess
 
@@ -56,7 +56,10 @@ async def test_three_processes_share_the_subaccount_limit(
         start_gateway(name=f"gw{i}", redis={"url": redis_server.url}, limits=_limits(max_wait_ms=0))
         for i in range(3)
     ]
-    results = await open_loop([g.url + SEND for g in gws], AUTH, rate=2 * LIMIT, duration_s=6)
+    urls = [g.url + SEND for g in gws]
+    await warm_up(urls, AUTH, rate=2 * LIMIT)
+    sim.reset()
+    results = await open_loop(urls, AUTH, rate=2 * LIMIT, duration_s=6)
     assert set(results) <= {(200, ""), (429, "rate_limited.subaccount")}, results
     steady = _assert_upstream_held(sim)
     assert len(steady) >= 4 and min(steady) >= 0.95 * LIMIT, steady
@@ -75,7 +78,10 @@ async def test_shaping_turns_a_burst_of_callers_into_200s_at_the_limit(
     ]
     # 15 closed-loop callers could send thousands a second; at most 15 wait at once,
     # 15 slots of 1/195 s each = 77 ms < max_wait, so every one of them gets a slot
-    results = await closed_loop([g.url + SEND for g in gws], AUTH, callers=15, duration_s=6)
+    urls = [g.url + SEND for g in gws]
+    await warm_up(urls, AUTH, rate=2 * LIMIT)
+    sim.reset()
+    results = await closed_loop(urls, AUTH, callers=15, duration_s=6)
     assert set(results) == {(200, "")}, results
     steady = _assert_upstream_held(sim)
     assert len(steady) >= 4 and min(steady) >= 0.95 * LIMIT, steady
@@ -88,6 +94,8 @@ async def test_redis_killed_under_load_falls_back_locally_and_recovers(
     gw = start_gateway(
         redis={"url": redis_server.url, "on_failure": "local"}, limits=_limits(max_wait_ms=0)
     )
+    await warm_up([gw.url + SEND], AUTH, rate=2 * LIMIT)
+    sim.reset()
     events: list[str] = []
 
     def chaos(elapsed: float) -> None:
