@@ -1,0 +1,159 @@
+"""One PNG per scenario (matplotlib; bench/report.py selects the Agg backend first)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import matplotlib.pyplot as plt
+
+TARGETS = ("gateway", "bare", "direct")
+COLORS = {"gateway": "#1f77b4", "bare": "#ff7f0e", "direct": "#2ca02c"}
+
+
+def _save(fig: Any, path: Path) -> None:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def throughput(s: dict[str, Any], path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(6, 4))
+    runs = s["runs"]
+    med = s["figures"]["throughput_rps"]
+    for i, t in enumerate(TARGETS):
+        rates = [r["rate"] for r in runs[t]]
+        ax.bar(i, med[t], color=COLORS[t])
+        ax.plot([i] * len(rates), rates, "k.", ms=6)
+        ax.text(i, med[t], f"{med[t]:.0f}", ha="center", va="bottom")
+    ax.set_xticks(range(3), ["gateway", "bare proxy", "direct"])
+    ax.set_ylabel("requests/s (median; dots: rounds)")
+    ax.set_title(f"1: max throughput, gateway/bare = {s['figures']['gateway_over_bare']:.2f}")
+    _save(fig, path)
+
+
+def latency(s: dict[str, Any], path: Path) -> None:
+    fig, axes = plt.subplots(1, 3, figsize=(12, 4), sharey=True)
+    rates = list(s["rates"])
+    for ax, q in zip(axes, ("p50", "p99", "p999"), strict=True):
+        for t in TARGETS:
+            ax.plot(
+                rates,
+                [s["rates"][r]["latency_ms"][t][q] for r in rates],
+                "o-",
+                color=COLORS[t],
+                label=t,
+            )
+        ax.set_title(f"2: {q} latency")
+        ax.set_xlabel("offered req/s")
+        ax.set_yscale("log")
+    axes[0].set_ylabel("ms (median of rounds)")
+    axes[0].legend()
+    _save(fig, path)
+
+
+def accuracy(s: dict[str, Any], path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(8, 4))
+    f = s["figures"]
+    for i, rnd in enumerate(s["rounds"]):
+        sec = rnd["forwarded_per_second"]
+        ax.plot(range(len(sec)), sec, "o-", label=f"forwarded, round {i + 1}")
+    first = s["rounds"][0]["client_per_second"]
+    keys = sorted(first, key=int)
+    ax.plot(
+        [int(k) for k in keys],
+        [first[k].get("429", 0) for k in keys],
+        "x--",
+        color="grey",
+        label="refused 429 (round 1)",
+    )
+    ax.axhline(f["limit_rps"], color="red", ls="--", label=f"limit {f['limit_rps']}/s")
+    ax.set_xlabel("second")
+    ax.set_ylabel("requests per second")
+    ax.set_title(
+        f"3: offered {f['offered_rps']}/s, {f['workers']} workers, "
+        f"goodput {f['goodput']:.3f}, upstream 429s {f['upstream_429']}"
+    )
+    ax.legend(fontsize=8)
+    _save(fig, path)
+
+
+def otp(s: dict[str, Any], path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    per = s["rounds"][0]["per_number"]
+    ax.bar(range(len(per)), per)
+    ax.axhline(1, color="red", ls="--", label="1 per number per window")
+    ax.set_xlabel("number")
+    ax.set_ylabel("Verify sends reaching 8x8")
+    ax.set_title(f"4: {s['rounds'][0]['sends']} sends to {len(per)} numbers")
+    ax.legend()
+    _save(fig, path)
+
+
+def scale(s: dict[str, Any], path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(6, 4))
+    f = s["figures"]
+    names = ["small", "big"]
+    ax.bar(range(2), [f["throughput_rps"][n] for n in names], color=["#1f77b4", "#9467bd"])
+    ax.set_xticks(
+        range(2),
+        ["1k opt-outs, 1 template", f"{f['optouts']:,} opt-outs, {f['templates']:,} templates"],
+    )
+    ax.set_ylabel("gateway requests/s (median)")
+    ax.set_title(f"5: compliance at scale, ratio {f['over_small_account']:.3f}")
+    _save(fig, path)
+
+
+def failure(s: dict[str, Any], path: Path) -> None:
+    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(8, 6), sharex=True)
+    sec = s["forwarded_per_second"]
+    ax1.plot(range(len(sec)), sec, "o-", label="forwarded to 8x8")
+    refused = s.get("upstream_429_per_second", [])
+    ax1.plot(range(len(refused)), refused, "x--", color="purple", label="8x8's 429s")
+    ax1.axhline(s["figures"]["limit_rps"], color="red", ls="--", label="limit")
+    per = s["client_per_second"]
+    keys = sorted(per, key=int)
+    statuses = sorted({st for k in keys for st in per[k]})
+    for st in statuses:
+        ax2.plot(
+            [int(k) for k in keys], [per[k].get(st, 0) for k in keys], "o-", label=f"status {st}"
+        )
+    for ax in (ax1, ax2):
+        ev = s["events"]
+        if "killed_s" in ev:
+            ax.axvspan(ev["killed_s"], ev.get("restarted_s", len(sec)), color="grey", alpha=0.2)
+        ax.legend(fontsize=8)
+    ax1.set_ylabel("req/s at 8x8")
+    ax2.set_ylabel("gateway answers/s")
+    ax2.set_xlabel("second (grey: redis-server down)")
+    ax1.set_title("6: Redis killed at 1/3, restarted at 2/3 (on_failure = local)")
+    _save(fig, path)
+
+
+def memory(s: dict[str, Any], path: Path) -> None:
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    f = s["figures"]
+    rss = f["rss_mb_per_worker"]
+    ax1.bar(range(len(rss)), rss)
+    ax1.axhline(120, color="red", ls="--", label="target 120 MB")
+    ax1.set_xticks(range(len(rss)), [f"worker {i + 1}" for i in range(len(rss))])
+    ax1.set_ylabel("RSS MB")
+    ax1.legend()
+    ax1.set_title("7: gateway worker RSS")
+    kinds = f["keys_by_kind"]
+    ax2.barh(list(kinds), list(kinds.values()))
+    ax2.set_xscale("log")
+    ax2.set_title(f"Redis keys ({f['redis_bytes_per_key']} B/key)")
+    _save(fig, path)
+
+
+DRAWERS: dict[str, Callable[[dict[str, Any], Path], None]] = {
+    "1": throughput,
+    "2": latency,
+    "3": accuracy,
+    "4": otp,
+    "5": scale,
+    "6": failure,
+    "7": memory,
+}
