@@ -22,7 +22,7 @@ from gateway.messages import invalid, normalise
 from gateway.policy.decider import is_store_failure
 from gateway.state import LOG, STATE, State
 from gateway.store.base import BucketSpec, ConsentRecord, TemplateRecord
-from gateway.webhooks import ACCOUNT, read_object
+from gateway.webhooks import ACCOUNT, add_optout, read_object
 
 PREFIX = "/admin/v1"
 DEFAULT_LIMIT = 100
@@ -127,13 +127,16 @@ def _done() -> web.Response:
 
 async def optout_put(request: web.Request, state: State) -> web.StreamResponse:
     account, msisdn = _account(request), _msisdn(request)
-    await state.store.optout_add(account, msisdn)
+    await add_optout(state, account, msisdn)
     optoutpush.push(request.app, account, msisdn)
     return _done()
 
 
 async def optout_delete(request: web.Request, state: State) -> web.StreamResponse:
-    await state.store.optout_remove(_account(request), _msisdn(request))
+    account, msisdn = _account(request), _msisdn(request)
+    await state.store.optout_remove(account, msisdn)
+    if state.snapshot is not None:
+        state.snapshot.note_optout(account, msisdn, False)
     return _done()
 
 
@@ -185,11 +188,19 @@ async def consent_put(request: web.Request, state: State) -> web.StreamResponse:
     account, msisdn = _account(request), _msisdn(request)
     record = consent_record(msisdn, await read_object(request))
     await state.store.consent_put(account, record)
+    if state.snapshot is not None:
+        state.snapshot.note_consent(account, msisdn, record.categories)
     return _done()
 
 
 async def consent_delete(request: web.Request, state: State) -> web.StreamResponse:
-    await state.store.consent_delete(_account(request), _msisdn(request))
+    """Noted in this worker's snapshot before and after the write, as an opt-out is."""
+    account, msisdn = _account(request), _msisdn(request)
+    if state.snapshot is not None:
+        state.snapshot.note_consent(account, msisdn, None)
+    await state.store.consent_delete(account, msisdn)
+    if state.snapshot is not None:
+        state.snapshot.note_consent(account, msisdn, None)
     return _done()
 
 
@@ -269,6 +280,8 @@ async def template_put(request: web.Request, state: State) -> web.StreamResponse
             quality = quality if "quality" in body else stored.quality
         record = TemplateRecord(name, language, status, category, quality, now_rfc3339())
         await state.store.template_put(account, record)
+        if state.snapshot is not None:
+            state.snapshot.note_template(account, f"{name}:{language}", (status, category))
     return _done()
 
 

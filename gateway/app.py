@@ -16,8 +16,11 @@ from gateway.errors import error_response
 from gateway.metrics import Metrics
 from gateway.policy.decider import Decider
 from gateway.state import LOG, STATE, State
+from gateway.store import refresh
 from gateway.store.base import Store
 from gateway.store.memory import MemoryStore
+from gateway.store.redis import RedisStore
+from gateway.store.snapshot import Compliance
 from gateway.upstream import Upstream
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -37,12 +40,16 @@ def build_app(
     metrics = Metrics()
     store = store if store is not None else make_store(cfg)
     divisor = cfg.redis.local_divisor or cfg.server.workers
+    snapshot = None
+    if isinstance(store, RedisStore) and cfg.redis.on_failure == "local" and cfg.redis.snapshot_s:
+        snapshot = Compliance()
     decider = Decider(
         store,
         on_failure=cfg.redis.on_failure,
         divisor=divisor,
         timeout_s=cfg.redis.timeout_ms / 1000,
         on_fallback=lambda mode: metrics.fallback.labels(mode).inc(),
+        snapshot=snapshot,
     )
     state = State(
         config=cfg,
@@ -61,6 +68,7 @@ def build_app(
             "admin": environ.get(cfg.admin.token_env, ""),
             "webhook": environ.get(cfg.webhooks.secret_env, ""),
         },
+        snapshot=snapshot,
     )
     app = web.Application(
         client_max_size=cfg.server.max_body_bytes, middlewares=[observe], handler_args=None
@@ -80,9 +88,20 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     state = app[STATE]
     messages.preload()
     await state.upstream.start()
-    flusher = asyncio.get_running_loop().create_task(_flush_logs())
+    loop = asyncio.get_running_loop()
+    flusher = loop.create_task(_flush_logs())
+    refresher = None
+    if state.snapshot is not None and isinstance(state.store, RedisStore):
+        refresher = loop.create_task(
+            refresh.run(state.snapshot, state.store.client, state.config.redis.snapshot_s,
+                        state.log),
+            name="snapshot-refresh",
+        )  # fmt: skip
     yield
     flusher.cancel()
+    if refresher is not None:
+        refresher.cancel()
+        await asyncio.gather(refresher, return_exceptions=True)
     logs.flush()
     await state.decider.close()
     await state.upstream.close()
@@ -137,7 +156,9 @@ async def readyz(request: web.Request) -> web.Response:
     state = request.app[STATE]
     mode = await state.decider.probe()
     ready = not state.draining and mode != "closed"
-    body = {"store": mode, "draining": state.draining}
+    body: dict[str, Any] = {"store": mode, "draining": state.draining}
+    if state.snapshot is not None:
+        body["snapshot"] = state.snapshot.stats()
     return web.Response(
         status=200 if ready else 503, body=orjson.dumps(body), content_type="application/json"
     )

@@ -49,6 +49,7 @@ class RedisConfig:
     on_failure: Literal["local", "open", "closed"] = "local"
     local_divisor: int = 0
     timeout_ms: int = 50
+    snapshot_s: int = 300  # compliance snapshot reload period for the local fallback; 0 = none
 
 
 @dataclass(frozen=True, slots=True)

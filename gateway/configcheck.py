@@ -78,6 +78,7 @@ def _check_redis(cfg: Config, problems: list[str]) -> None:
             problems.append(f"redis.sentinels: {hostport!r} is not host:port")
     _positive(problems, "redis.local_divisor", r.local_divisor, zero=True)
     _positive(problems, "redis.timeout_ms", r.timeout_ms)
+    _positive(problems, "redis.snapshot_s", r.snapshot_s, zero=True)
 
 
 def _check_upstream(cfg: Config, problems: list[str]) -> None:

@@ -19,6 +19,8 @@ from gateway.policy.decider import Decider
 from gateway.policy.guard import SecretGuard
 from gateway.policy.limits import LimitPlan
 from gateway.store.base import Store
+from gateway.store.refresh import config_accounts
+from gateway.store.snapshot import Compliance
 from gateway.upstream import Upstream
 
 
@@ -36,6 +38,7 @@ class State:
     trusted: tuple[Network, ...] = field(init=False)
     guard: SecretGuard = field(init=False)
     draining: bool = False
+    snapshot: Compliance | None = None  # the local fallback's compliance data (Redis only)
 
     def __post_init__(self) -> None:
         self.apply(self.config)
@@ -47,6 +50,8 @@ class State:
         self.clients = Clients(cfg.clients)
         self.trusted = parse_networks(cfg.server.trusted_proxies)
         self.guard = SecretGuard(cfg.admin.auth_failures_per_minute)
+        if self.snapshot is not None:
+            self.snapshot.want(config_accounts(cfg))
 
 
 STATE = web.AppKey("state", State)

@@ -169,11 +169,24 @@ async def apply_inbound(request: web.Request, state: State, body: dict[str, Any]
     info = request[LOG]
     info["account"], info["msisdn"] = account, msisdn
     if stop:
-        await state.store.optout_add(account, msisdn)
+        await add_optout(state, account, msisdn)
         info["pushed"] = optoutpush.push(request.app, account, msisdn)
         return "opted_out"
     await state.store.optout_remove(account, msisdn)
+    if state.snapshot is not None:
+        state.snapshot.note_optout(account, msisdn, False)
     return "opted_in"
+
+
+async def add_optout(state: State, account: str, msisdn: str) -> None:
+    """Store an opt-out, and note it in this worker's compliance snapshot before (so the
+    fallback enforces it here even if the store write fails) and after (so the note
+    outlives a snapshot load that began in between)."""
+    if state.snapshot is not None:
+        state.snapshot.note_optout(account, msisdn, True)
+    await state.store.optout_add(account, msisdn)
+    if state.snapshot is not None:
+        state.snapshot.note_optout(account, msisdn, True)
 
 
 # --- template updates ----------------------------------------------------------------------
@@ -225,7 +238,10 @@ async def apply_template(request: web.Request, state: State, body: dict[str, Any
     else:
         category = _word(meta.get("newCategory"), "eventDetails.meta.newCategory").upper()
     request[LOG].update(account=account, template=f"{name}:{language}", event_type=event)
-    return await templatesync.merge_put(
+    effect = await templatesync.merge_put(
         state.store, request.app[templatesync.LOCK], account, name, language, when,
         status=status, quality=quality, category=category,
     )  # fmt: skip
+    if effect == "stored" and state.snapshot is not None:
+        state.snapshot.merge_template(account, f"{name}:{language}", status, category)
+    return effect

@@ -8,17 +8,24 @@ rate divided by the expected number of processes, `open` lets sends through unli
 `closed` refuses with 503. After a failure the shared store is retried at most every
 `RETRY_S` seconds by one request, so an outage costs one timeout per second, not one per
 request.
+
+In `local` mode the opt-outs, consent and templates come from this worker's compliance
+snapshot (gateway/store/snapshot.py). A send (any check with messages: opt-outs apply to
+every message) for an account the snapshot does not cover (never loaded, or no snapshot
+configured) is answered StoreUnavailable rather than decided without them; checks without
+messages (reads) are decided on limits alone.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 from gateway.store.base import BucketSpec, Decision, OtpSpec, SendCheck, Store
 from gateway.store.memory import MemoryStore
+from gateway.store.snapshot import Compliance, SnapshotStore
 
 RETRY_S = 1.0
 
@@ -36,12 +43,14 @@ class Decider:
         divisor: int = 1,
         timeout_s: float = 0.05,
         on_fallback: Callable[[str], None] | None = None,
+        snapshot: Compliance | None = None,
     ) -> None:
         self.store = store
         self.on_failure = on_failure
         self.divisor = max(1, divisor)
         self.timeout_s = timeout_s
-        self.local = MemoryStore()
+        self.snapshot = snapshot
+        self.local = self._new_local()
         self._on_fallback = on_fallback
         self._pending: list[tuple[SendCheck, asyncio.Future[Decision]]] = []
         self._scheduled = False
@@ -98,10 +107,15 @@ class Decider:
                     fut.set_exception(exc)
             raise
         for (_, fut), decision in zip(batch, decisions, strict=True):
-            if not fut.done():
+            if fut.done():
+                continue
+            if decision is None:
+                fut.set_exception(StoreUnavailable("no compliance snapshot for the fallback"))
+            else:
                 fut.set_result(decision)
 
-    async def _decide_many(self, checks: list[SendCheck]) -> list[Decision]:
+    async def _decide_many(self, checks: list[SendCheck]) -> Sequence[Decision | None]:
+        """One decision per check; None: the fallback could not decide it (no snapshot)."""
         if self.store.kind == "memory":
             return await self.store.decide_many(checks)
         now = time.monotonic()
@@ -114,7 +128,7 @@ class Decider:
                 self._last_ok = time.monotonic()
                 if self._outage:  # back from an outage: the next one starts afresh
                     self._outage.clear()
-                    self.local = MemoryStore()
+                    self.local = self._new_local()
                 return decisions
             except Exception as exc:
                 if not is_store_failure(exc):
@@ -125,15 +139,27 @@ class Decider:
             failure = StoreUnavailable("shared store marked down")
         return await self._fallback(checks, failure)
 
-    async def _fallback(self, checks: list[SendCheck], failure: Exception) -> list[Decision]:
+    async def _fallback(self, checks: list[SendCheck], failure: Exception) -> list[Decision | None]:
         if self._on_fallback is not None:
             self._on_fallback(self.on_failure)
         if self.on_failure == "closed":
             raise StoreUnavailable(str(failure))
         if self.on_failure == "open":
             return [Decision() for _ in checks]
-        await self._start_local(checks)
-        return await self.local.decide_many([self._local_share(c) for c in checks])
+        known = [self._covered(c) for c in checks]
+        todo = [c for c, ok in zip(checks, known, strict=True) if ok]
+        await self._start_local(todo)
+        decided = iter(await self.local.decide_many([self._local_share(c) for c in todo]))
+        return [next(decided) if ok else None for ok in known]
+
+    def _covered(self, check: SendCheck) -> bool:
+        """Whether the local decision knows the compliance data this check needs."""
+        if not check.messages:
+            return True
+        return self.snapshot is not None and self.snapshot.covers(check.account)
+
+    def _new_local(self) -> MemoryStore:
+        return MemoryStore() if self.snapshot is None else SnapshotStore(self.snapshot)
 
     def _local_share(self, check: SendCheck) -> SendCheck:
         d = self.divisor
