@@ -48,7 +48,7 @@ def build_app(
         on_failure=cfg.redis.on_failure,
         divisor=divisor,
         timeout_s=cfg.redis.timeout_ms / 1000,
-        on_fallback=lambda mode: metrics.fallback.labels(mode).inc(),
+        on_fallback=lambda mode, n: metrics.fallback.labels(mode).inc(n),
         snapshot=snapshot,
     )
     state = State(
@@ -89,7 +89,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     messages.preload()
     await state.upstream.start()
     loop = asyncio.get_running_loop()
-    flusher = loop.create_task(_flush_logs())
+    flusher = loop.create_task(_flush_logs_and_metrics(state.metrics))
     refresher = None
     if state.snapshot is not None and isinstance(state.store, RedisStore):
         refresher = loop.create_task(
@@ -99,6 +99,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         )  # fmt: skip
     yield
     flusher.cancel()
+    state.metrics.flush()
     if refresher is not None:
         refresher.cancel()
         await asyncio.gather(refresher, return_exceptions=True)
@@ -108,11 +109,16 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     await state.store.close()
 
 
-async def _flush_logs() -> None:
-    """Buffered request lines reach stdout within LineWriter.FLUSH_S even when idle."""
+async def _flush_logs_and_metrics(metrics: Metrics) -> None:
+    """Buffered request lines reach stdout within LineWriter.FLUSH_S even when idle, and
+    per-request counts reach the exported metrics about once a second."""
+    ticks = 0
     while True:
         await asyncio.sleep(logs.LineWriter.FLUSH_S)
         logs.flush()
+        ticks += 1
+        if ticks % 5 == 0:
+            metrics.flush()
 
 
 @web.middleware
@@ -130,9 +136,12 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
     except Exception:
         state.log.exception("request.failed", method=request.method, **info)
         response = error_response("internal.error", "unexpected gateway error")
-    code = response.headers.get("X-Gateway-Reject")
-    route = info.setdefault("route", request.path if request.path in _OPS else "unrouted")
-    decision = info.setdefault("decision", code or "ok")
+    route = info.get("route")
+    if route is None:
+        route = info["route"] = request.path if request.path in _OPS else "unrouted"
+    decision = info.get("decision")
+    if decision is None:
+        decision = info["decision"] = response.headers.get("X-Gateway-Reject") or "ok"
     state.metrics.request(route, response.status, decision)
     if route not in _OPS:
         state.log.info(

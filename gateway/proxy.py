@@ -68,6 +68,8 @@ async def _read_body(request: web.Request, route: Route, limit: int, timeout_s: 
     if ctype not in JSON_TYPES and not ctype.endswith("+json"):
         raise GatewayError("request.content_type", "the body must be application/json")
     try:
+        if request.content.is_eof():  # the whole body came with the head (usual): no timer
+            return await request.read()
         async with asyncio.timeout(timeout_s):
             return await request.read()
     except web.HTTPRequestEntityTooLarge as exc:

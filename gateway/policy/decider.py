@@ -42,7 +42,7 @@ class Decider:
         on_failure: str = "local",
         divisor: int = 1,
         timeout_s: float = 0.05,
-        on_fallback: Callable[[str], None] | None = None,
+        on_fallback: Callable[[str, int], None] | None = None,
         snapshot: Compliance | None = None,
     ) -> None:
         self.store = store
@@ -141,7 +141,7 @@ class Decider:
 
     async def _fallback(self, checks: list[SendCheck], failure: Exception) -> list[Decision | None]:
         if self._on_fallback is not None:
-            self._on_fallback(self.on_failure)
+            self._on_fallback(self.on_failure, len(checks))
         if self.on_failure == "closed":
             raise StoreUnavailable(str(failure))
         if self.on_failure == "open":
