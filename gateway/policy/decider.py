@@ -20,14 +20,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import replace
+from typing import Any
 
 from gateway.store.base import BucketSpec, Decision, OtpSpec, SendCheck, Store
 from gateway.store.memory import MemoryStore
 from gateway.store.snapshot import Compliance, SnapshotStore
 
 RETRY_S = 1.0
+PATIENCE_S = 1.0  # the longest a decision waits for Redis while this worker is saturated
 
 
 class StoreUnavailable(Exception):
@@ -56,6 +58,8 @@ class Decider:
         self._scheduled = False
         self._down_until = 0.0
         self._last_ok = 0.0
+        self._lag_s = 0.0
+        self._lag_task: asyncio.Task[None] | None = None
         # capacity buckets decided locally in the current outage (their shared specs)
         self._outage: dict[str, BucketSpec] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -114,6 +118,42 @@ class Decider:
             else:
                 fut.set_result(decision)
 
+    async def _shared(self, checks: list[SendCheck]) -> list[Decision]:
+        if self._outage:
+            await self.store.hold_buckets(self._handback())
+        return await self.store.decide_many(checks)
+
+    async def _patiently(self, call: Coroutine[Any, Any, list[Decision]]) -> list[Decision]:
+        """The shared store's answer within `timeout_s`, or TimeoutError. When this
+        process's own event loop has been running late (a saturated worker reads Redis'
+        answer late, not Redis answering late), wait up to PATIENCE_S instead: falling back
+        would weaken fleet-wide limits exactly under load, for no fault of Redis."""
+        task = asyncio.ensure_future(call)
+        self._watch_lag()
+        done, _ = await asyncio.wait({task}, timeout=self.timeout_s)
+        if not done and self._lag_s > self.timeout_s / 4:
+            done, _ = await asyncio.wait({task}, timeout=PATIENCE_S - self.timeout_s)
+        if not done:
+            task.cancel()
+            raise TimeoutError("shared store did not answer in time")
+        return task.result()
+
+    def _watch_lag(self) -> None:
+        if self._lag_task is None or self._lag_task.done():
+            self._lag_task = asyncio.get_running_loop().create_task(self._measure_lag())
+
+    async def _measure_lag(self) -> None:
+        """How late this loop wakes a 5 ms sleeper: the worst of the last ~20 wakeups."""
+        loop = asyncio.get_running_loop()
+        recent: list[float] = []
+        while True:
+            before = loop.time()
+            await asyncio.sleep(0.005)
+            recent.append(loop.time() - before - 0.005)
+            if len(recent) > 20:
+                recent.pop(0)
+            self._lag_s = max(recent)
+
     async def _decide_many(self, checks: list[SendCheck]) -> Sequence[Decision | None]:
         """One decision per check; None: the fallback could not decide it (no snapshot)."""
         if self.store.kind == "memory":
@@ -121,10 +161,7 @@ class Decider:
         now = time.monotonic()
         if now >= self._down_until:
             try:
-                async with asyncio.timeout(self.timeout_s):
-                    if self._outage:
-                        await self.store.hold_buckets(self._handback())
-                    decisions = await self.store.decide_many(checks)
+                decisions = await self._patiently(self._shared(checks))
                 self._last_ok = time.monotonic()
                 if self._outage:  # back from an outage: the next one starts afresh
                     self._outage.clear()
@@ -230,6 +267,9 @@ class Decider:
     async def close(self) -> None:
         for task in list(self._tasks):
             await asyncio.gather(task, return_exceptions=True)
+        if self._lag_task is not None:
+            self._lag_task.cancel()
+            await asyncio.gather(self._lag_task, return_exceptions=True)
 
 
 def _divided(bucket: BucketSpec, d: int) -> BucketSpec:

@@ -1,0 +1,67 @@
+"""The Decider's patience: a slow shared store is a failure, a saturated worker is not."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+
+from gateway.policy.decider import Decider
+from gateway.store.base import Decision, SendCheck
+from gateway.store.memory import MemoryStore
+from tests.contract.conftest import send, sub_bucket
+
+
+class SlowShared(MemoryStore):
+    """A shared store (kind "redis") that answers after `delay_s`."""
+
+    kind = "redis"
+
+    def __init__(self, delay_s: float) -> None:
+        super().__init__()
+        self.delay_s = delay_s
+        self.calls = 0
+
+    async def decide_many(self, checks: Sequence[SendCheck]) -> list[Decision]:
+        self.calls += 1
+        await asyncio.sleep(self.delay_s)
+        return await super().decide_many(checks)
+
+
+def _decider(store: SlowShared) -> tuple[Decider, list[int]]:
+    fallbacks: list[int] = []
+    decider = Decider(
+        store, on_failure="open", timeout_s=0.05, on_fallback=lambda mode, n: fallbacks.append(n)
+    )
+    return decider, fallbacks
+
+
+async def test_a_slow_store_on_an_idle_worker_falls_back() -> None:
+    store = SlowShared(delay_s=0.2)
+    decider, fallbacks = _decider(store)
+    await decider.decide(send(buckets=(sub_bucket(),)))
+    assert fallbacks == [1]
+    assert decider.mode == "open"
+    await decider.close()
+
+
+async def test_a_saturated_worker_waits_for_the_store_instead_of_falling_back() -> None:
+    store = SlowShared(delay_s=0.0)
+    decider, fallbacks = _decider(store)
+    stop = asyncio.Event()
+
+    async def hog() -> None:  # the worker's own loop runs 30 ms late, again and again
+        while not stop.is_set():
+            time.sleep(0.03)
+            await asyncio.sleep(0)
+
+    await decider.decide(send(buckets=(sub_bucket(),)))  # starts the lag watcher
+    store.delay_s = 0.2
+    hogging = asyncio.create_task(hog())
+    await asyncio.sleep(0.2)
+    decision = await decider.decide(send(buckets=(sub_bucket(),)))
+    stop.set()
+    await hogging
+    assert fallbacks == [] and decision.refusal is None
+    assert decider.mode == "redis"
+    await decider.close()
