@@ -55,11 +55,10 @@ def _pids(ctx: Ctx, target: str) -> list[int]:
 
 def _snapshot(ctx: Ctx, target: str) -> tuple[float, float, float, int]:
     stack = ctx.stack
-    assert stack.redis.proc is not None
     return (
         procs.cpu_seconds(_pids(ctx, target)),
         procs.cpu_seconds([stack.sim.pid]),
-        procs.cpu_seconds([stack.redis.proc.pid]),
+        procs.cpu_seconds(stack.redis_pids()),
         int(stack.sim.stats()["requests"]),
     )
 

@@ -20,6 +20,7 @@ from typing import Any
 
 import orjson
 
+from tests.support.clusterproc import RedisCluster
 from tests.support.gatewayproc import GatewayProcess, sha
 from tests.support.redisproc import RedisServer
 from tests.support.simproc import SimProcess, free_port
@@ -130,19 +131,32 @@ def stop_proc(proc: subprocess.Popen[bytes], timeout_s: float = 10) -> None:
 class Stack:
     """redis-server + simulator + gateway (N workers) + bare proxy (N workers)."""
 
-    def __init__(self, workdir: Path, workers: int) -> None:
+    def __init__(self, workdir: Path, workers: int, redis_mode: str = "standalone") -> None:
         self.workdir = workdir
         self.workers = workers
+        self.redis_mode = redis_mode
+        # scenarios 5-7 drive redis-server itself (load data, kill it, audit keys): they
+        # run on standalone only; a Cluster stack serves scenarios 1-4
+        self.cluster = RedisCluster().start() if redis_mode == "cluster" else None
         self.redis = RedisServer().start()
         self.sim = SimProcess(
             api_key=API_KEY, subaccount_rps=HIGH, ip_rps=HIGH, record_limit=0
         ).start()
         self.sim.configure(subaccount_rps_by_id={LIMITED_SUB: LIMITED_RPS})
         cfg = gateway_config(self.sim.url, self.redis.url, workers)
+        if self.cluster is not None:
+            cfg["redis"] = {**cfg["redis"], "mode": "cluster", "url": self.cluster.url}
         self.gateway = GatewayProcess(workdir, cfg, env={"EIGHTX8_API_KEY": API_KEY}).start()
         self.bare = BareProxy(self.sim.url, workers, workdir / "bare.log")
         self.targets = {"gateway": self.gateway.url, "bare": self.bare.url, "direct": self.sim.url}
         self.tokens = {"gateway": CLIENT_TOKEN, "bare": "ignored", "direct": API_KEY}
+
+    def redis_pids(self) -> list[int]:
+        """The processes that serve the gateway's Redis (every node of a Cluster)."""
+        if self.cluster is not None:
+            return [n.proc.pid for n in self.cluster.nodes if n.proc is not None]
+        assert self.redis.proc is not None
+        return [self.redis.proc.pid]
 
     def gateway_workers(self) -> list[int]:
         assert self.gateway.proc is not None
@@ -162,7 +176,14 @@ class Stack:
             os.truncate(self.gateway.log_path, 0)
 
     def close(self) -> None:
-        for stop in (self.bare.stop, self.gateway.stop, self.sim.stop, self.redis.cleanup):
+        cluster_stop = self.cluster.stop if self.cluster is not None else (lambda: None)
+        for stop in (
+            self.bare.stop,
+            self.gateway.stop,
+            self.sim.stop,
+            self.redis.cleanup,
+            cluster_stop,
+        ):
             with contextlib.suppress(Exception):
                 stop()
 

@@ -46,8 +46,16 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         help="py-spy a gateway worker during scenario 1 (needs py-spy)",
     )
     p.add_argument("--smoke", action="store_true", help="every scenario, a few seconds")
+    p.add_argument(
+        "--redis",
+        choices=("standalone", "cluster"),
+        default="standalone",
+        help="the gateway's Redis: one server, or a local 3+3 Cluster (scenarios 1-4)",
+    )
     args = p.parse_args(argv)
     args.chosen = sorted({int(x) for x in args.scenarios.split(",") if x.strip()})
+    if args.redis == "cluster" and not set(args.chosen) <= {1, 2, 3, 4}:
+        p.error("--redis cluster runs scenarios 1-4 (5-7 drive redis-server itself)")
     if not set(args.chosen) <= set(ALL):
         p.error(f"--scenarios: choose from {ALL}")
     if args.smoke:
@@ -114,12 +122,13 @@ def main(argv: list[str] | None = None) -> int:
         "warmup_s": args.warmup,
         "connections": args.connections,
         "smoke": args.smoke,
+        "redis": args.redis,
         "closed_loop_generator": "wrk" if wrk_path else "python",
         "open_loop_generator": "python",
         "source": source_state(),
     }
     result: dict[str, Any] = {"meta": meta, "scenarios": {}, "errors": {}}
-    stack = procs.Stack(workdir, args.workers)
+    stack = procs.Stack(workdir, args.workers, args.redis)
     ctx = Ctx(
         stack,
         workdir,
