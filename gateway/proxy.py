@@ -76,6 +76,8 @@ async def _read_body(request: web.Request, route: Route, limit: int, timeout_s: 
         raise GatewayError("request.too_large", f"body over {limit} bytes") from exc
     except TimeoutError as exc:
         raise GatewayError("request.timeout", f"body not received within {timeout_s} s") from exc
+    except ConnectionError as exc:  # the caller hung up mid-body: nothing to forward
+        raise GatewayError("request.invalid", "the body did not arrive", field="body") from exc
 
 
 async def _forward(

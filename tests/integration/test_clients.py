@@ -80,6 +80,20 @@ async def test_a_slow_body_gets_408_and_is_never_forwarded(
     assert sim.requests() == []
 
 
+async def test_a_caller_hanging_up_mid_body_costs_nothing(
+    start_gateway: GatewayFactory, sim: SimProcess
+) -> None:
+    gw = start_gateway()
+    for _ in range(20):
+        sock = _connect(gw.port)
+        sock.sendall(HEAD + BODY[:10])
+        sock.close()
+    await asyncio.sleep(0.3)
+    assert sim.requests() == []
+    assert (await call(gw.url, SEND))[0] == 200
+    assert "Traceback" not in gw.log_text()
+
+
 async def test_pipelined_requests_are_answered_in_order(
     start_gateway: GatewayFactory, sim: SimProcess
 ) -> None:
