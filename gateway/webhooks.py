@@ -211,7 +211,7 @@ def template_status(details: dict[str, Any], meta: dict[str, Any]) -> str:
 
 async def apply_template(request: web.Request, state: State, body: dict[str, Any]) -> str:
     event = body.get("eventType")
-    if event not in _TEMPLATE_EVENTS:
+    if not isinstance(event, str) or event not in _TEMPLATE_EVENTS:
         return "ignored"  # ADVISORY included: 8x8 does not change the category
     account = body.get("accountId")
     if not isinstance(account, str) or not ACCOUNT.fullmatch(account):
