@@ -7,6 +7,7 @@ import asyncio
 from aiohttp import web
 
 from gateway import answers, messages, routes
+from gateway.bodies import read_body
 from gateway.errors import GatewayError, error_response, from_exception
 from gateway.messages import ParsedSend
 from gateway.policy.auth import end_user_ip
@@ -62,22 +63,10 @@ async def handle(request: web.Request) -> web.StreamResponse:
 async def _read_body(request: web.Request, route: Route, limit: int, timeout_s: float) -> bytes:
     if route.kind is Kind.READ:
         return b""
-    if request.content_length is not None and request.content_length > limit:
-        raise GatewayError("request.too_large", f"body over {limit} bytes")
     ctype = request.content_type
     if ctype not in JSON_TYPES and not ctype.endswith("+json"):
         raise GatewayError("request.content_type", "the body must be application/json")
-    try:
-        if request.content.is_eof():  # the whole body came with the head (usual): no timer
-            return await request.read()
-        async with asyncio.timeout(timeout_s):
-            return await request.read()
-    except web.HTTPRequestEntityTooLarge as exc:
-        raise GatewayError("request.too_large", f"body over {limit} bytes") from exc
-    except TimeoutError as exc:
-        raise GatewayError("request.timeout", f"body not received within {timeout_s} s") from exc
-    except ConnectionError as exc:  # the caller hung up mid-body: nothing to forward
-        raise GatewayError("request.invalid", "the body did not arrive", field="body") from exc
+    return await read_body(request, limit, timeout_s)
 
 
 async def _forward(

@@ -21,6 +21,7 @@ import orjson
 from aiohttp import web
 
 from gateway import optoutpush, templatesync
+from gateway.bodies import read_body
 from gateway.errors import GatewayError, error_response, from_exception, now_rfc3339
 from gateway.messages import decode_object, invalid, normalise
 from gateway.policy.decider import is_store_failure
@@ -87,11 +88,8 @@ def _handler(kind: str, apply: Apply) -> Callable[[web.Request], Awaitable[web.R
 
 async def read_object(request: web.Request) -> dict[str, Any]:
     """The request's body as a JSON object, or the GatewayError that answers it."""
-    try:
-        raw = await request.read()
-    except web.HTTPRequestEntityTooLarge as exc:
-        raise GatewayError("request.too_large", "the body is too large") from exc
-    return decode_object(raw)
+    server = request.app[STATE].config.server
+    return decode_object(await read_body(request, server.max_body_bytes, server.body_timeout_s))
 
 
 def _count(state: State, kind: str, effect: str) -> None:

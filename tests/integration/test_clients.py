@@ -13,7 +13,7 @@ import pytest
 
 from tests.conftest import GatewayFactory
 from tests.integration.test_forwarding import SEND, TEXT, call
-from tests.support.gatewayproc import CLIENT_TOKEN
+from tests.support.gatewayproc import CLIENT_TOKEN, WEBHOOK_SECRET
 from tests.support.simproc import SimProcess
 
 BODY = json.dumps(TEXT).encode()
@@ -92,6 +92,25 @@ async def test_a_caller_hanging_up_mid_body_costs_nothing(
     assert sim.requests() == []
     assert (await call(gw.url, SEND))[0] == 200
     assert "Traceback" not in gw.log_text()
+
+
+async def test_a_webhook_caller_hanging_up_mid_body_costs_nothing(
+    start_gateway: GatewayFactory, sim: SimProcess
+) -> None:
+    gw = start_gateway()
+    head = HEAD.replace(SEND.encode(), b"/webhooks/inbound").replace(
+        f"Bearer {CLIENT_TOKEN}".encode(), f"Bearer {WEBHOOK_SECRET}".encode()
+    )
+    for _ in range(5):
+        sock = _connect(gw.port)
+        sock.sendall(head + BODY[:10])
+        sock.close()
+    await asyncio.sleep(0.3)
+    assert (await call(gw.url, SEND))[0] == 200
+    assert gw.stop() == 0
+    log = gw.log_text()
+    assert "Traceback" not in log
+    assert "store.unavailable" not in log  # a hang-up is the caller's, not the store's
 
 
 async def test_pipelined_requests_are_answered_in_order(
