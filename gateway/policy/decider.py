@@ -2,8 +2,11 @@
 happens when the shared store fails.
 
 Micro-batching: the checks that arrive while the event loop is busy are decided together
-in one `decide_many` call, flushed as soon as the loop is idle, so a lone request waits for
-nobody. Failure (`redis.on_failure`): `local` decides on an in-process store with every
+in one `decide_many` call, flushed on the loop's next turn, so a lone request waits for
+nobody. One batch is in flight at a time: checks that arrive while it is out wait for its
+answer and go together in the next call (the call is pipelined on one connection anyway,
+and a round trip costs two system calls and a script call whatever the batch holds, so
+under load the batches grow instead of the calls multiplying). Failure (`redis.on_failure`): `local` decides on an in-process store with every
 rate divided by the expected number of processes, `open` lets sends through unlimited,
 `closed` refuses with 503. After a failure the shared store is retried at most every
 `RETRY_S` seconds by one request, so an outage costs one timeout per second, not one per
@@ -20,9 +23,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
-from typing import Any
 
 from gateway.store.base import BucketSpec, Decision, OtpSpec, SendCheck, Store
 from gateway.store.memory import MemoryStore
@@ -30,6 +32,7 @@ from gateway.store.snapshot import Compliance, SnapshotStore
 
 RETRY_S = 1.0
 PATIENCE_S = 1.0  # the longest a decision waits for Redis while this worker is saturated
+LAG_WINDOW_S = 0.5
 
 
 class StoreUnavailable(Exception):
@@ -58,8 +61,9 @@ class Decider:
         self._scheduled = False
         self._down_until = 0.0
         self._last_ok = 0.0
-        self._lag_s = 0.0
-        self._lag_task: asyncio.Task[None] | None = None
+        self._in_flight = False
+        self._queued_at = 0.0
+        self._lag_s = self._lag_cur = self._lag_prev = self._lag_since = 0.0
         # capacity buckets decided locally in the current outage (their shared specs)
         self._outage: dict[str, BucketSpec] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -84,17 +88,41 @@ class Decider:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Decision] = loop.create_future()
         self._pending.append((check, future))
-        if not self._scheduled:
-            self._scheduled = True
-            loop.call_soon(self._flush)
+        if not self._scheduled and not self._in_flight:
+            self._schedule(loop)
         return future
 
+    def _schedule(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._scheduled = True
+        self._queued_at = loop.time()
+        loop.call_soon(self._flush)
+
     def _flush(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._note_lag(loop.time())
         self._scheduled = False
         batch, self._pending = self._pending, []
-        task = asyncio.get_running_loop().create_task(self._run(batch))
+        self._in_flight = True
+        task = loop.create_task(self._run(batch))
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._in_flight = False
+        if self._pending and not self._scheduled:
+            self._schedule(asyncio.get_running_loop())
+
+    def _note_lag(self, now: float) -> None:
+        """How long the loop took to come round to a flush scheduled with call_soon: one
+        turn of the loop, which is how late it reads Redis' answer too. The worst of the
+        current and the previous LAG_WINDOW_S."""
+        lag = now - self._queued_at
+        if now - self._lag_since > LAG_WINDOW_S:
+            self._lag_prev, self._lag_cur, self._lag_since = self._lag_cur, lag, now
+        elif lag > self._lag_cur:
+            self._lag_cur = lag
+        self._lag_s = max(self._lag_prev, self._lag_cur)
 
     async def _run(self, batch: list[tuple[SendCheck, asyncio.Future[Decision]]]) -> None:
         checks = [c for c, _ in batch]
@@ -119,40 +147,15 @@ class Decider:
                 fut.set_result(decision)
 
     async def _shared(self, checks: list[SendCheck]) -> list[Decision]:
-        if self._outage:
-            await self.store.hold_buckets(self._handback())
-        return await self.store.decide_many(checks)
-
-    async def _patiently(self, call: Coroutine[Any, Any, list[Decision]]) -> list[Decision]:
         """The shared store's answer within `timeout_s`, or TimeoutError. When this
-        process's own event loop has been running late (a saturated worker reads Redis'
-        answer late, not Redis answering late), wait up to PATIENCE_S instead: falling back
-        would weaken fleet-wide limits exactly under load, for no fault of Redis."""
-        task = asyncio.ensure_future(call)
-        self._watch_lag()
-        done, _ = await asyncio.wait({task}, timeout=self.timeout_s)
-        if not done and self._lag_s > self.timeout_s / 4:
-            done, _ = await asyncio.wait({task}, timeout=PATIENCE_S - self.timeout_s)
-        if not done:
-            task.cancel()
-            raise TimeoutError("shared store did not answer in time")
-        return task.result()
-
-    def _watch_lag(self) -> None:
-        if self._lag_task is None or self._lag_task.done():
-            self._lag_task = asyncio.get_running_loop().create_task(self._measure_lag())
-
-    async def _measure_lag(self) -> None:
-        """How late this loop wakes a 5 ms sleeper: the worst of the last ~20 wakeups."""
-        loop = asyncio.get_running_loop()
-        recent: list[float] = []
-        while True:
-            before = loop.time()
-            await asyncio.sleep(0.005)
-            recent.append(loop.time() - before - 0.005)
-            if len(recent) > 20:
-                recent.pop(0)
-            self._lag_s = max(recent)
+        process's own event loop is running late (a saturated worker reads Redis' answer
+        late, not Redis answering late), wait up to PATIENCE_S instead: falling back would
+        weaken fleet-wide limits exactly under load, for no fault of Redis."""
+        patience = self.timeout_s if self._lag_s <= self.timeout_s / 4 else PATIENCE_S
+        async with asyncio.timeout(patience):
+            if self._outage:
+                await self.store.hold_buckets(self._handback())
+            return await self.store.decide_many(checks)
 
     async def _decide_many(self, checks: list[SendCheck]) -> Sequence[Decision | None]:
         """One decision per check; None: the fallback could not decide it (no snapshot)."""
@@ -161,7 +164,7 @@ class Decider:
         now = time.monotonic()
         if now >= self._down_until:
             try:
-                decisions = await self._patiently(self._shared(checks))
+                decisions = await self._shared(checks)
                 self._last_ok = time.monotonic()
                 if self._outage:  # back from an outage: the next one starts afresh
                     self._outage.clear()
@@ -267,9 +270,6 @@ class Decider:
     async def close(self) -> None:
         for task in list(self._tasks):
             await asyncio.gather(task, return_exceptions=True)
-        if self._lag_task is not None:
-            self._lag_task.cancel()
-            await asyncio.gather(self._lag_task, return_exceptions=True)
 
 
 def _divided(bucket: BucketSpec, d: int) -> BucketSpec:

@@ -48,15 +48,18 @@ import asyncio
 from binascii import crc_hqx
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import orjson
 from redis.asyncio import RedisCluster
+from redis.asyncio.cluster import ClusterNode
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from gateway.store import gcra, keys
 from gateway.store.base import BucketFill, BucketSpec, Decision, Refusal, SendCheck
+from gateway.store.channel import Channel, fixed
 from gateway.store.redis import decode_from, encode_split
-from gateway.store.scripts import script
+from gateway.store.scripts import ScriptClient, script
 
 T = TypeVar("T")
 MAX_PASSES = 3
@@ -97,11 +100,67 @@ class _Request:
         return [b for b in self.check.buckets if slot_of(b.key) != self.home]
 
 
-class SlotSplit:
-    """`decide_many` and `bucket_fill` of RedisStore on a RedisCluster client."""
+# replies that mean "ask the cluster client": it follows the redirect, waits out a failover
+# and refreshes its slot map
+_REROUTE = ("MOVED", "ASK", "TRYAGAIN", "CLUSTERDOWN")
+
+
+class NodeChannels:
+    """Script calls on a Cluster, sent straight to the primary serving the first key's slot
+    over one lean Channel per node (gateway/store/channel.py). redis-py's cluster client
+    keeps the slot map and loads scripts on every primary; a call that meets a redirect or
+    cluster error (MOVED, ASK, TRYAGAIN, CLUSTERDOWN), a broken connection or a slot the map
+    does not know yet is made again through that client, once."""
 
     def __init__(self, client: RedisCluster) -> None:
         self.client = client
+        self._channels: dict[str, Channel] = {}
+
+    async def execute_command(self, *args: Any) -> Any:
+        try:  # EVALSHA sha numkeys key ...: the first key picks the node
+            node = self.client.nodes_manager.get_node_from_slot(slot_of(args[3]))
+        except (RedisError, LookupError):
+            return await self.client.execute_command(*args)
+        channel = self._channels.get(node.name)
+        if channel is None:
+            channel = self._channels[node.name] = _node_channel(node)
+        try:
+            return await channel.execute_command(*args)
+        except NoScriptError:
+            raise  # the script is loaded (on every primary) and the call repeated
+        except ResponseError as exc:
+            if not str(exc).startswith(_REROUTE):
+                raise
+        except ConnectionError:
+            pass
+        return await self.client.execute_command(*args)
+
+    async def script_load(self, source: str) -> Any:
+        return await self.client.script_load(source)
+
+    def close(self) -> None:
+        for channel in self._channels.values():
+            channel.close()
+        self._channels.clear()
+
+
+def _node_channel(node: ClusterNode) -> Channel:
+    kw = node.connection_kwargs
+    return Channel(
+        fixed(node.host, int(node.port)),
+        username=kw.get("username"),
+        password=kw.get("password"),
+        connect_timeout_s=float(kw.get("socket_connect_timeout") or 0.25),
+    )
+
+
+class SlotSplit:
+    """`decide_many` and `bucket_fill` of RedisStore on a RedisCluster client; the script
+    calls go through `router` when given (NodeChannels), else through the client."""
+
+    def __init__(self, client: RedisCluster, router: NodeChannels | None = None) -> None:
+        self.client = client
+        self.calls: ScriptClient = router if router is not None else client
         self._decide = script("decide")
         self._confirm = script("confirm")
         self._refund = script("refund")
@@ -171,7 +230,7 @@ class SlotSplit:
     async def _peek_slot(self, kinds: dict[str, str]) -> tuple[int, list[int]]:
         """(now, values) of keys of one slot."""
         names = list(kinds)
-        reply = await self._peek(self.client, names, ("".join(kinds.values()),))
+        reply = await self._peek(self.calls, names, ("".join(kinds.values()),))
         return int(reply[0]), [int(v) for v in reply[1:]]
 
     async def _decide_home(self, group: list[_Request], values: dict[str, int]) -> None:
@@ -182,7 +241,7 @@ class SlotSplit:
         if not names:  # nothing of the account's: still run on its slot
             names = [keys.optouts(group[0].check.account)]
         given = orjson.dumps([values[k] for k in away])
-        reply = await self._decide(self.client, names, (blob, given))
+        reply = await self._decide(self.calls, names, (blob, given))
         decisions, i = decode_from(checks, reply)
         i += 1  # now
         for r, decision in zip(group, decisions, strict=True):
@@ -214,7 +273,7 @@ class SlotSplit:
             for b in buckets:
                 k = index.setdefault(b.key, len(index) + 1)
                 flat += (k, b.interval_us, b.burst)
-        reply = await self._confirm(self.client, list(index), (orjson.dumps(flat),))
+        reply = await self._confirm(self.calls, list(index), (orjson.dumps(flat),))
         i = 0
         for r, buckets in entries:
             if reply[i] == 0:
@@ -240,7 +299,7 @@ class SlotSplit:
         flat: list[int] = []
         for key, wrote, before in undo:
             flat += (index.setdefault(key, len(index) + 1), wrote, before)
-        await self._refund(self.client, list(index), (orjson.dumps(flat),))
+        await self._refund(self.calls, list(index), (orjson.dumps(flat),))
 
     async def bucket_fill(self, buckets: Sequence[BucketSpec]) -> list[BucketFill]:
         """Each bucket's fill, read on its own node with that node's clock."""

@@ -32,10 +32,11 @@ from gateway.store.base import (
     SendCheck,
     TemplateRecord,
 )
-from gateway.store.scripts import script
+from gateway.store.channel import Channel, channel_for
+from gateway.store.scripts import ScriptClient, script
 
 if TYPE_CHECKING:
-    from gateway.store.cluster import SlotSplit
+    from gateway.store.cluster import NodeChannels, SlotSplit
 
 #: Rule codes of lua/decide.lua (1-based, in the order refusals win)
 _RULES: tuple[Rule, ...] = tuple(Rule)
@@ -159,7 +160,11 @@ class RedisStore:
     kind = "redis"
 
     def __init__(
-        self, client: Redis | RedisCluster, *, also_close: Sequence[Closable] = ()
+        self,
+        client: Redis | RedisCluster,
+        *,
+        also_close: Sequence[Closable] = (),
+        lean: bool = True,
     ) -> None:
         self.client = client
         self._also_close = tuple(also_close)
@@ -167,10 +172,20 @@ class RedisStore:
         self._cooldown = script("cooldown")
         self._template_put = script("template_put")
         self._split: SlotSplit | None = None
+        # the decision calls: over a lean pipelined channel (gateway/store/channel.py)
+        # when the connection allows one, else through the redis-py client
+        self._calls: ScriptClient = client
+        self._channels: list[Channel | NodeChannels] = []
         if isinstance(client, RedisCluster):
-            from gateway.store.cluster import SlotSplit
+            from gateway.store.cluster import NodeChannels, SlotSplit
 
-            self._split = SlotSplit(client)
+            router = NodeChannels(client) if lean else None
+            self._split = SlotSplit(client, router)
+            if router is not None:
+                self._channels.append(router)
+        elif lean and (channel := channel_for(client)) is not None:
+            self._calls = channel
+            self._channels.append(channel)
 
     async def decide(self, check: SendCheck) -> Decision:
         return (await self.decide_many((check,)))[0]
@@ -181,7 +196,7 @@ class RedisStore:
         if self._split is not None:
             return await self._split.decide_many(checks)
         names, blob = encode(checks)
-        return decode(checks, await self._decide(self.client, names, (blob,)))
+        return decode(checks, await self._decide(self._calls, names, (blob,)))
 
     async def set_cooldown(self, key: str, duration_us: int) -> None:
         await self._cooldown(self.client, (key,), (max(1, -(-duration_us // 1000)),))
@@ -300,6 +315,8 @@ class RedisStore:
         return bool(await self.client.ping())
 
     async def close(self) -> None:
+        for channel in self._channels:
+            channel.close()
         await self.client.aclose()
         for other in self._also_close:
             await other.aclose()

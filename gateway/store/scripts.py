@@ -13,9 +13,8 @@ import importlib.resources
 from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from redis.asyncio import Redis, RedisCluster
 from redis.exceptions import NoScriptError
 from redis.typing import EncodableT
 
@@ -32,6 +31,14 @@ def lua_source(name: str) -> str:
     return importlib.resources.files("gateway.lua").joinpath(f"{name}.lua").read_text("utf-8")
 
 
+class ScriptClient(Protocol):
+    """What a script call needs: redis-py's clients and gateway/store/channel.py's."""
+
+    def execute_command(self, *args: Any) -> Any: ...  # awaitable
+
+    def script_load(self, source: str, /) -> Any: ...  # awaitable
+
+
 class LuaScript:
     """One script, called by SHA with a reload on NOSCRIPT."""
 
@@ -43,7 +50,7 @@ class LuaScript:
         self.sha = hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
 
     async def __call__(
-        self, client: Redis | RedisCluster, keys: Sequence[str], args: Sequence[EncodableT]
+        self, client: ScriptClient, keys: Sequence[str], args: Sequence[EncodableT]
     ) -> Any:
         call = client.execute_command
         try:
