@@ -1,4 +1,5 @@
-"""The Decider's patience: a slow shared store is a failure, a saturated worker is not."""
+"""The Decider: micro-batches with one in flight; its patience (a slow shared store is a
+failure, a saturated worker is not)."""
 
 from __future__ import annotations
 
@@ -21,9 +22,11 @@ class SlowShared(MemoryStore):
         super().__init__()
         self.delay_s = delay_s
         self.calls = 0
+        self.batches: list[int] = []
 
     async def decide_many(self, checks: Sequence[SendCheck]) -> list[Decision]:
         self.calls += 1
+        self.batches.append(len(checks))
         await asyncio.sleep(self.delay_s)
         return await super().decide_many(checks)
 
@@ -55,7 +58,6 @@ async def test_a_saturated_worker_waits_for_the_store_instead_of_falling_back() 
             time.sleep(0.03)
             await asyncio.sleep(0)
 
-    await decider.decide(send(buckets=(sub_bucket(),)))  # starts the lag watcher
     store.delay_s = 0.2
     hogging = asyncio.create_task(hog())
     await asyncio.sleep(0.2)
@@ -64,4 +66,27 @@ async def test_a_saturated_worker_waits_for_the_store_instead_of_falling_back() 
     await hogging
     assert fallbacks == [] and decision.refusal is None
     assert decider.mode == "redis"
+    await decider.close()
+
+
+async def test_checks_arriving_while_a_batch_is_out_go_together_in_the_next() -> None:
+    store = SlowShared(delay_s=0.02)
+    decider, fallbacks = _decider(store)
+    first = asyncio.ensure_future(decider.decide(send(buckets=(sub_bucket(),))))
+    await asyncio.sleep(0.005)  # the first batch is out now
+    rest = [asyncio.ensure_future(decider.decide(send(buckets=(sub_bucket(),)))) for _ in range(9)]
+    await asyncio.sleep(0.005)
+    assert store.batches == [1]  # nothing else sent while the first is out
+    await asyncio.gather(first, *rest)
+    assert store.batches == [1, 9]
+    assert fallbacks == []
+    await decider.close()
+
+
+async def test_a_lone_check_is_sent_at_once() -> None:
+    store = SlowShared(delay_s=0.0)
+    decider, _ = _decider(store)
+    for _ in range(3):
+        await decider.decide(send(buckets=(sub_bucket(),)))
+    assert store.batches == [1, 1, 1]
     await decider.close()
