@@ -19,7 +19,7 @@ from gateway.config import RedisConfig
 from gateway.policy.decider import is_store_failure
 from gateway.store import keys
 from gateway.store.base import Decision, Rule, SendCheck, Store
-from gateway.store.cluster import MAX_PASSES, SlotSplit, slot_of
+from gateway.store.cluster import MAX_PASSES, NodeChannels, SlotSplit, slot_of
 from gateway.store.connect import redis_store
 from gateway.store.memory import MemoryStore
 from gateway.store.redis import RedisStore
@@ -252,15 +252,15 @@ async def test_one_script_call_per_slot_per_step(
                             egress_bucket(burst=30)))
               for i in range(24)]  # fmt: skip
     calls: Counter[tuple[str, int]] = Counter()
-    real = cluster.client.execute_command
+    real = NodeChannels.execute_command  # every script call goes through it
     names = {script(n).sha: n for n in ("decide", "peek", "confirm", "refund")}
 
-    async def counting(*args: Any, **kwargs: Any) -> Any:
+    async def counting(self: NodeChannels, *args: Any) -> Any:
         if args[0] == "EVALSHA":
             calls[(names[args[1]], slot_of(args[3]))] += 1
-        return await real(*args, **kwargs)
+        return await real(self, *args)
 
-    monkeypatch.setattr(cluster.client, "execute_command", counting)
+    monkeypatch.setattr(NodeChannels, "execute_command", counting)
     ds = await cluster.decide_many(checks)
     assert all(d.refusal is None for d in ds)
     away = {slot_of(end_user_bucket(ip=ip).key) for ip in ips} | {slot_of(egress_bucket().key)}
@@ -268,6 +268,33 @@ async def test_one_script_call_per_slot_per_step(
     assert len(away) == 4 and home not in away
     assert calls == Counter({("decide", home): 1, **{("peek", s): 1 for s in away},
                              **{("confirm", s): 1 for s in away}})  # fmt: skip
+
+
+async def test_a_call_sent_to_the_wrong_node_is_redirected_through_the_client(
+    cluster: RedisStore, monkeypatch: pytest.MonkeyPatch
+):
+    """A stale slot map (a resharding, a failover): the node answers MOVED and the call is
+    made again through redis-py's cluster client, which follows it."""
+    client = cluster.client
+    assert isinstance(client, RedisCluster)
+    await client.initialize()
+    home = slot_of(keys.optouts(ACCOUNT))
+    right = client.nodes_manager.get_node_from_slot(home)
+    wrong = next(n for n in client.get_primaries() if n.name != right.name)
+    manager = type(client.nodes_manager)
+    real = manager.get_node_from_slot
+    stale: list[str] = []
+
+    def first_stale(self: Any, slot: int, *args: Any, **kwargs: Any) -> Any:
+        if slot == home and not stale:
+            stale.append(wrong.name)
+            return wrong
+        return real(self, slot, *args, **kwargs)
+
+    monkeypatch.setattr(manager, "get_node_from_slot", first_stale)
+    decision = await cluster.decide(send(msg(X), buckets=(sub_bucket(),)))
+    assert stale == [wrong.name] and decision.refusal is None
+    assert int(await client.get(sub_bucket().key) or 0) > 0  # booked on the right node
 
 
 async def test_scripts_reload_on_every_node_after_script_flush(cluster: RedisStore):
