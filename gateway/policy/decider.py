@@ -25,6 +25,9 @@ import asyncio
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
+from typing import Any
+
+import structlog
 
 from gateway.store.base import BucketSpec, Decision, OtpSpec, SendCheck, Store
 from gateway.store.memory import MemoryStore
@@ -49,6 +52,7 @@ class Decider:
         timeout_s: float = 0.05,
         on_fallback: Callable[[str, int], None] | None = None,
         snapshot: Compliance | None = None,
+        log: Any = None,
     ) -> None:
         self.store = store
         self.on_failure = on_failure
@@ -62,6 +66,11 @@ class Decider:
         self._down_until = 0.0
         self._last_ok = 0.0
         self._in_flight = False
+        self._failing = False
+        self._behind: dict[tuple[str, int], int] = {}  # (bucket key, interval) -> sends
+        self._spending = False
+        self._spend_after = 0.0
+        self._log = log if log is not None else structlog.get_logger("gateway")
         self._queued_at = 0.0
         self._lag_s = self._lag_cur = self._lag_prev = self._lag_since = 0.0
         # capacity buckets decided locally in the current outage (their shared specs)
@@ -169,12 +178,25 @@ class Decider:
                 if self._outage:  # back from an outage: the next one starts afresh
                     self._outage.clear()
                     self.local = self._new_local()
+                if self._failing:
+                    self._failing = False
+                    self._log.info("store.recovered", store=self.store.kind)
                 return decisions
             except Exception as exc:
                 if not is_store_failure(exc):
                     raise
                 self._down_until = now + RETRY_S
                 failure: Exception = exc
+                self._failing = True
+                self._log.warning(
+                    "store.failed",
+                    error=type(exc).__name__,
+                    detail=str(exc)[:200],
+                    waited_ms=round((time.monotonic() - now) * 1000, 1),
+                    lag_ms=round(self._lag_s * 1000, 1),
+                    effect=self.on_failure,
+                    retry_s=RETRY_S,
+                )
         else:
             failure = StoreUnavailable("shared store marked down")
         return await self._fallback(checks, failure)
@@ -189,8 +211,50 @@ class Decider:
         known = [self._covered(c) for c in checks]
         todo = [c for c, ok in zip(checks, known, strict=True) if ok]
         await self._start_local(todo)
-        decided = iter(await self.local.decide_many([self._local_share(c) for c in todo]))
+        local = await self.local.decide_many([self._local_share(c) for c in todo])
+        self._spend_behind(todo, local)
+        decided = iter(local)
         return [next(decided) if ok else None for ok in known]
+
+    def _spend_behind(self, checks: list[SendCheck], decisions: list[Decision]) -> None:
+        """Tell the shared store about the sends let through locally, in the background.
+
+        The local share (rate ÷ divisor) keeps the fleet within the limit when every process
+        has fallen back. When only this one has (the store answered it too late, but answers
+        the others), the others keep deciding on the shared buckets, which would not see
+        these sends: so each capacity bucket's local sends are booked into the shared one
+        (lua/spend.lua), best effort, one call in flight at a time, the rest gathered for
+        the next. A store that is really down refuses them at no cost."""
+        for check, decision in zip(checks, decisions, strict=True):
+            if decision.refusal is not None:
+                continue
+            if check.messages and len(decision.dropped) == len(check.messages):
+                continue
+            for bucket in check.buckets:
+                if bucket.shapeable:
+                    key = (bucket.key, bucket.interval_us)
+                    self._behind[key] = self._behind.get(key, 0) + 1
+        if self._behind and not self._spending and time.monotonic() >= self._spend_after:
+            self._spending = True
+            task = asyncio.get_running_loop().create_task(self._spend())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _spend(self) -> None:
+        try:
+            while self._behind:
+                spends = [(key, interval, n) for (key, interval), n in self._behind.items()]
+                self._behind = {}
+                try:
+                    async with asyncio.timeout(PATIENCE_S):
+                        await self.store.spend_buckets(spends)
+                except Exception as exc:
+                    if not is_store_failure(exc):
+                        raise
+                    self._spend_after = time.monotonic() + RETRY_S
+                    return  # lost: the hand-back after the outage covers what is left
+        finally:
+            self._spending = False
 
     def _covered(self, check: SendCheck) -> bool:
         """Whether the local decision knows the compliance data this check needs."""

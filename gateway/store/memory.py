@@ -88,6 +88,11 @@ class MemoryStore:
             if self.tat(key, now) < now + busy_for_us:
                 self.set_tat(key, now + busy_for_us, now)
 
+    async def spend_buckets(self, spends: Sequence[tuple[str, int, int]]) -> None:
+        now = self._clock()
+        for key, interval_us, n in spends:
+            self.set_tat(key, max(self.tat(key, now), now) + interval_us * n, now)
+
     def cooldown_end(self, key: str, now: int) -> int:
         until = self._cools.get(key, 0)
         if until and until <= now:

@@ -220,6 +220,10 @@ class RedisStore:
         hold = script("hold")
         await asyncio.gather(*(hold(self.client, [key], [busy]) for key, busy in holds))
 
+    async def spend_buckets(self, spends: Sequence[tuple[str, int, int]]) -> None:
+        spend = script("spend")
+        await asyncio.gather(*(spend(self.client, [key], [iv, n]) for key, iv, n in spends))
+
     # --- opt-outs: a set per account
     async def optout_add(self, account: str, msisdn: str) -> bool:
         return bool(await self.client.sadd(keys.optouts(account), msisdn))

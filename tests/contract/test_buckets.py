@@ -242,3 +242,23 @@ async def test_a_hold_never_shortens_a_later_booking(store: Store):
     await store.hold_buckets([(bucket.key, 10 * MS)])
     [d] = await store.decide_many([send(buckets=(bucket,))])
     assert d.refusal is not None and d.refusal.retry_after_us > 900 * MS
+
+
+async def test_spent_sends_take_their_slots_in_the_shared_bucket(store: Store):
+    bucket = sub_bucket(interval_us=100 * MS, burst=3)
+    await store.spend_buckets([(bucket.key, bucket.interval_us, 2)])
+    [d] = await store.decide_many([send(buckets=(bucket,))])
+    assert d.refusal is None  # 2 of the 3 were spent elsewhere: one left
+    [d] = await store.decide_many([send(buckets=(bucket,))])
+    assert d.refusal is not None and d.refusal.rule is Rule.SUBACCOUNT
+    assert 50 * MS <= d.refusal.retry_after_us <= 100 * MS
+    assert 0 < await pttl(store, bucket.key) <= 300
+
+
+async def test_spending_adds_to_what_is_booked_even_past_the_burst(store: Store):
+    bucket = sub_bucket(interval_us=10 * MS, burst=1)
+    [d] = await store.decide_many([send(buckets=(bucket,))])
+    assert d.refusal is None
+    await store.spend_buckets([(bucket.key, bucket.interval_us, 50)])  # never refused
+    [d] = await store.decide_many([send(buckets=(bucket,))])
+    assert d.refusal is not None and d.refusal.retry_after_us > 480 * MS

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 
 from gateway.policy.decider import Decider
 from gateway.store.base import Decision, SendCheck
@@ -89,4 +90,29 @@ async def test_a_lone_check_is_sent_at_once() -> None:
     for _ in range(3):
         await decider.decide(send(buckets=(sub_bucket(),)))
     assert store.batches == [1, 1, 1]
+    await decider.close()
+
+
+async def test_sends_let_through_locally_are_booked_into_the_shared_bucket() -> None:
+    """A store that answers this process too late (but others in time) still learns of the
+    sends it let through on its own, so the processes deciding there leave room for them."""
+    store = SlowShared(delay_s=0.2)
+    fallbacks: list[int] = []
+    decider = Decider(store, on_failure="local", divisor=2, timeout_s=0.05,
+                      on_fallback=lambda mode, n: fallbacks.append(n))  # fmt: skip
+    bucket = sub_bucket(interval_us=100_000, burst=2)  # locally: 1 per 200 ms, burst 1
+    read = replace(send(buckets=(bucket,)), messages=())  # limits only: no snapshot needed
+    first = await decider.decide(read)  # too late: local now; the local bucket starts held
+    assert first.refusal is not None and fallbacks == [1]
+    assert store.tat(bucket.key, store.now()) == 0  # nothing booked in the shared bucket
+    await asyncio.sleep(0.25)  # past the local start's hold (burst x local interval)
+    assert (await decider.decide(read)).refusal is None
+    ahead = 0
+    for _ in range(20):
+        await asyncio.sleep(0.005)
+        ahead = store.tat(bucket.key, store.now()) - store.now()
+        if ahead > 0:
+            break
+    # the local send took its slot in the shared bucket: one interval (100 ms) ahead
+    assert 50_000 < ahead <= 100_000, ahead
     await decider.close()
