@@ -3,10 +3,12 @@ happens when the shared store fails.
 
 Micro-batching: the checks that arrive while the event loop is busy are decided together
 in one `decide_many` call, flushed on the loop's next turn, so a lone request waits for
-nobody. One batch is in flight at a time: checks that arrive while it is out wait for its
-answer and go together in the next call (the call is pipelined on one connection anyway,
-and a round trip costs two system calls and a script call whatever the batch holds, so
-under load the batches grow instead of the calls multiplying). Failure (`redis.on_failure`): `local` decides on an in-process store with every
+nobody. At most MAX_IN_FLIGHT batches are out at a time: checks that arrive while they
+are wait for the first answer and go together in the next call (the calls are pipelined
+on one connection anyway, and a round trip costs two system calls and a script call
+whatever the batch holds, so under load the batches grow instead of the calls
+multiplying). Two rather than one: a check that arrives while a single batch is out goes
+at once instead of waiting a round trip. Failure (`redis.on_failure`): `local` decides on an in-process store with every
 rate divided by the expected number of processes, `open` lets sends through unlimited,
 `closed` refuses with 503. After a failure the shared store is retried at most every
 `RETRY_S` seconds by one request, so an outage costs one timeout per second, not one per
@@ -36,6 +38,7 @@ from gateway.store.snapshot import Compliance, SnapshotStore
 RETRY_S = 1.0
 PATIENCE_S = 1.0  # the longest a decision waits for Redis while this worker is saturated
 LAG_WINDOW_S = 0.5
+MAX_IN_FLIGHT = 2  # decision batches out at once per process; more wait and go together
 
 
 class StoreUnavailable(Exception):
@@ -65,7 +68,7 @@ class Decider:
         self._scheduled = False
         self._down_until = 0.0
         self._last_ok = 0.0
-        self._in_flight = False
+        self._in_flight = 0
         self._failing = False
         self._behind: dict[tuple[str, int], int] = {}  # (bucket key, interval) -> sends
         self._spending = False
@@ -97,7 +100,7 @@ class Decider:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Decision] = loop.create_future()
         self._pending.append((check, future))
-        if not self._scheduled and not self._in_flight:
+        if not self._scheduled and self._in_flight < MAX_IN_FLIGHT:
             self._schedule(loop)
         return future
 
@@ -111,14 +114,14 @@ class Decider:
         self._note_lag(loop.time())
         self._scheduled = False
         batch, self._pending = self._pending, []
-        self._in_flight = True
+        self._in_flight += 1
         task = loop.create_task(self._run(batch))
         self._tasks.add(task)
         task.add_done_callback(self._done)
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
-        self._in_flight = False
+        self._in_flight -= 1
         if self._pending and not self._scheduled:
             self._schedule(asyncio.get_running_loop())
 

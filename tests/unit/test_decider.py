@@ -70,16 +70,19 @@ async def test_a_saturated_worker_waits_for_the_store_instead_of_falling_back() 
     await decider.close()
 
 
-async def test_checks_arriving_while_a_batch_is_out_go_together_in_the_next() -> None:
-    store = SlowShared(delay_s=0.02)
+async def test_checks_arriving_while_two_batches_are_out_go_together_in_the_next() -> None:
+    store = SlowShared(delay_s=0.03)
     decider, fallbacks = _decider(store)
-    first = asyncio.ensure_future(decider.decide(send(buckets=(sub_bucket(),))))
-    await asyncio.sleep(0.005)  # the first batch is out now
-    rest = [asyncio.ensure_future(decider.decide(send(buckets=(sub_bucket(),)))) for _ in range(9)]
+    check = send(buckets=(sub_bucket(),))
+    first = asyncio.ensure_future(decider.decide(check))
     await asyncio.sleep(0.005)
-    assert store.batches == [1]  # nothing else sent while the first is out
-    await asyncio.gather(first, *rest)
-    assert store.batches == [1, 9]
+    second = asyncio.ensure_future(decider.decide(check))  # one out: this goes at once
+    await asyncio.sleep(0.005)
+    rest = [asyncio.ensure_future(decider.decide(check)) for _ in range(8)]
+    await asyncio.sleep(0.005)
+    assert store.batches == [1, 1]  # two out: the rest wait for the first answer
+    await asyncio.gather(first, second, *rest)
+    assert store.batches == [1, 1, 8]
     assert fallbacks == []
     await decider.close()
 
