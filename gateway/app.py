@@ -50,6 +50,7 @@ def build_app(
         timeout_s=cfg.redis.timeout_ms / 1000,
         on_fallback=lambda mode, n: metrics.fallback.labels(mode).inc(n),
         snapshot=snapshot,
+        log=logs.get("gateway"),
     )
     state = State(
         config=cfg,

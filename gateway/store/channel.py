@@ -54,6 +54,15 @@ class _Protocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
 
+    def send(self, args: tuple[Any, ...]) -> asyncio.Future[Any]:
+        """Write one command; the future gets its reply (or ConnectionError)."""
+        if self.transport is None:
+            raise ConnectionError("Redis connection lost")
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.waiting.append(fut)
+        self.transport.write(hiredis.pack_command(args))
+        return fut
+
     def data_received(self, data: bytes) -> None:
         reader, waiting = self.reader, self.waiting
         reader.feed(data)
@@ -116,14 +125,8 @@ class Channel:
         proto = self._proto
         if proto is None or not proto.open:
             proto = await self._connect()
-        transport = proto.transport
-        if transport is None:
-            raise ConnectionError("Redis connection lost")
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        proto.waiting.append(fut)
-        transport.write(hiredis.pack_command(args))
         try:
-            return await fut
+            return await proto.send(args)
         except asyncio.CancelledError:
             proto.close()
             raise
@@ -145,11 +148,7 @@ class Channel:
                 _, proto = await loop.create_connection(_Protocol, host, port)
                 try:
                     for command in self._hello:
-                        fut: asyncio.Future[Any] = loop.create_future()
-                        proto.waiting.append(fut)
-                        assert proto.transport is not None
-                        proto.transport.write(hiredis.pack_command(command))
-                        await fut
+                        await proto.send(command)
                 except BaseException:
                     proto.close()
                     raise

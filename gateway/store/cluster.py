@@ -59,7 +59,7 @@ from gateway.store import gcra, keys
 from gateway.store.base import BucketFill, BucketSpec, Decision, Refusal, SendCheck
 from gateway.store.channel import Channel, fixed
 from gateway.store.redis import decode_from, encode_split
-from gateway.store.scripts import ScriptClient, script
+from gateway.store.scripts import script
 
 T = TypeVar("T")
 MAX_PASSES = 3
@@ -156,11 +156,11 @@ def _node_channel(node: ClusterNode) -> Channel:
 
 class SlotSplit:
     """`decide_many` and `bucket_fill` of RedisStore on a RedisCluster client; the script
-    calls go through `router` when given (NodeChannels), else through the client."""
+    calls go over per-node channels (NodeChannels)."""
 
-    def __init__(self, client: RedisCluster, router: NodeChannels | None = None) -> None:
+    def __init__(self, client: RedisCluster) -> None:
         self.client = client
-        self.calls: ScriptClient = router if router is not None else client
+        self.calls = NodeChannels(client)
         self._decide = script("decide")
         self._confirm = script("confirm")
         self._refund = script("refund")
@@ -300,6 +300,9 @@ class SlotSplit:
         for key, wrote, before in undo:
             flat += (index.setdefault(key, len(index) + 1), wrote, before)
         await self._refund(self.calls, list(index), (orjson.dumps(flat),))
+
+    def close(self) -> None:
+        self.calls.close()
 
     async def bucket_fill(self, buckets: Sequence[BucketSpec]) -> list[BucketFill]:
         """Each bucket's fill, read on its own node with that node's clock."""

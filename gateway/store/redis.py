@@ -36,7 +36,7 @@ from gateway.store.channel import Channel, channel_for
 from gateway.store.scripts import ScriptClient, script
 
 if TYPE_CHECKING:
-    from gateway.store.cluster import NodeChannels, SlotSplit
+    from gateway.store.cluster import SlotSplit
 
 #: Rule codes of lua/decide.lua (1-based, in the order refusals win)
 _RULES: tuple[Rule, ...] = tuple(Rule)
@@ -160,11 +160,7 @@ class RedisStore:
     kind = "redis"
 
     def __init__(
-        self,
-        client: Redis | RedisCluster,
-        *,
-        also_close: Sequence[Closable] = (),
-        lean: bool = True,
+        self, client: Redis | RedisCluster, *, also_close: Sequence[Closable] = ()
     ) -> None:
         self.client = client
         self._also_close = tuple(also_close)
@@ -172,20 +168,16 @@ class RedisStore:
         self._cooldown = script("cooldown")
         self._template_put = script("template_put")
         self._split: SlotSplit | None = None
-        # the decision calls: over a lean pipelined channel (gateway/store/channel.py)
-        # when the connection allows one, else through the redis-py client
-        self._calls: ScriptClient = client
-        self._channels: list[Channel | NodeChannels] = []
+        self._channel: Channel | None = None
         if isinstance(client, RedisCluster):
-            from gateway.store.cluster import NodeChannels, SlotSplit
+            from gateway.store.cluster import SlotSplit
 
-            router = NodeChannels(client) if lean else None
-            self._split = SlotSplit(client, router)
-            if router is not None:
-                self._channels.append(router)
-        elif lean and (channel := channel_for(client)) is not None:
-            self._calls = channel
-            self._channels.append(channel)
+            self._split = SlotSplit(client)
+        else:
+            self._channel = channel_for(client)
+        # the decision call: over a lean pipelined channel (gateway/store/channel.py) when
+        # the connection allows one, else through the redis-py client
+        self._calls: ScriptClient = self._channel if self._channel is not None else client
 
     async def decide(self, check: SendCheck) -> Decision:
         return (await self.decide_many((check,)))[0]
@@ -319,8 +311,10 @@ class RedisStore:
         return bool(await self.client.ping())
 
     async def close(self) -> None:
-        for channel in self._channels:
-            channel.close()
+        if self._channel is not None:
+            self._channel.close()
+        if self._split is not None:
+            self._split.close()
         await self.client.aclose()
         for other in self._also_close:
             await other.aclose()
