@@ -11,19 +11,14 @@ from typing import Any
 
 from bench import procs
 from bench.measure import Ctx, median, metric_delta, open_loop
-from bench.scenarios import procs_host
+from bench.scenarios import gateway_load
 
 
 def s6_redis_failure(ctx: Ctx) -> dict[str, Any]:
     """2x the limit while redis-server is killed at 1/3 and restarted at 2/3."""
     limit, sub = procs.LIMITED_RPS, procs.LIMITED_SUB
     duration = 6.0 if ctx.smoke else max(9.0, ctx.duration)
-    load = {
-        "kind": "texts",
-        "host": procs_host(ctx, "gateway"),
-        "token": ctx.stack.tokens["gateway"],
-        "subaccount": sub,
-    }
+    load = gateway_load(ctx, "texts", sub)
     events: dict[str, float] = {}
     time.sleep(1.1)
     ctx.stack.sim.reset()

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -82,10 +84,10 @@ def closed(
     url = ctx.stack.targets[target]
     host, port = host_port(url)
     slots = ctx.next_slots()
-    before = _snapshot(ctx, target)
-    m0 = ctx.stack.metrics() if target == "gateway" else {}
+    run: Callable[[], dict[str, Any]]
     if ctx.wrk:
-        result = wrk.run(
+        run = partial(
+            wrk.run,
             ctx.wrk,
             url,
             workload.build(load),
@@ -106,12 +108,8 @@ def closed(
             "workload": load,
             "slot_base": slots,
         }
-        result = procs.run_loadgen(spec, ctx.workdir, f"closed-{target}")
-    result.update(_cpu(ctx, target, before))
-    if target == "gateway":
-        result["gateway_metrics"] = metric_delta(m0, ctx.stack.metrics())
-    ctx.stack.truncate_logs()
-    return result
+        run = partial(procs.run_loadgen, spec, ctx.workdir, f"closed-{target}")
+    return _measured(ctx, target, run)
 
 
 def open_loop(
@@ -139,9 +137,15 @@ def open_loop(
         "slot_base": ctx.next_slots(),
         "raw": raw_path,
     }
+    return _measured(ctx, target, partial(procs.run_loadgen, spec, ctx.workdir, f"open-{target}"))
+
+
+def _measured(ctx: Ctx, target: str, run: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """`run()`'s result with the target's CPU per request and, for the gateway, the change
+    of its metrics over the run."""
     before = _snapshot(ctx, target)
     m0 = ctx.stack.metrics() if target == "gateway" else {}
-    result = procs.run_loadgen(spec, ctx.workdir, f"open-{target}")
+    result = run()
     result.update(_cpu(ctx, target, before))
     if target == "gateway":
         result["gateway_metrics"] = metric_delta(m0, ctx.stack.metrics())

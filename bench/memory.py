@@ -22,7 +22,7 @@ from redis.asyncio import Redis as AsyncRedis
 
 from bench import procs
 from bench.measure import Ctx, closed, median
-from bench.scenarios import ACME, ensure_loaded, mix, procs_host, redis_client
+from bench.scenarios import ACME, ensure_loaded, gateway_load, mix, redis_client
 from gateway import config as config_mod
 from gateway.policy.limits import LimitPlan
 from gateway.routes import Kind, Route
@@ -42,13 +42,7 @@ def s7_memory(ctx: Ctx) -> dict[str, Any]:
     closed(ctx, "gateway", mix(ctx, "gateway", ACME), 1.0)
     before = _redis_memory(client)
     http_s = 2.0 if ctx.smoke else ctx.duration
-    load = {
-        "kind": "distinct",
-        "host": procs_host(ctx, "gateway"),
-        "token": ctx.stack.tokens["gateway"],
-        "subaccount": procs.OTP_SUB,
-        "prefix": HTTP_PREFIX,
-    }
+    load = gateway_load(ctx, "distinct", procs.OTP_SUB, prefix=HTTP_PREFIX)
     sim0 = int(ctx.stack.sim.stats()["accepted"])
     res = closed(ctx, "gateway", load, http_s)
     through_http = int(ctx.stack.sim.stats()["accepted"]) - sim0

@@ -47,6 +47,17 @@ def mix(ctx: Ctx, target: str, account: Account) -> dict[str, Any]:
     }
 
 
+def gateway_load(ctx: Ctx, kind: str, subaccount: str, **extra: Any) -> dict[str, Any]:
+    """A workload spec (bench/workload.py) aimed at the gateway."""
+    return {
+        "kind": kind,
+        "host": procs_host(ctx, "gateway"),
+        "token": ctx.stack.tokens["gateway"],
+        "subaccount": subaccount,
+        **extra,
+    }
+
+
 def procs_host(ctx: Ctx, target: str) -> str:
     return ctx.stack.targets[target].split("://", 1)[1].rsplit(":", 1)[0]
 
@@ -151,12 +162,7 @@ def s3_accuracy(ctx: Ctx) -> dict[str, Any]:
     """2x a subaccount's limit, open loop, all workers: what 8x8 saw, second by second."""
     limit, sub = procs.LIMITED_RPS, procs.LIMITED_SUB
     duration = 3.0 if ctx.smoke else max(10.0, ctx.duration)
-    load = {
-        "kind": "texts",
-        "host": procs_host(ctx, "gateway"),
-        "token": ctx.stack.tokens["gateway"],
-        "subaccount": sub,
-    }
+    load = gateway_load(ctx, "texts", sub)
     rounds = []
     for r in range(ctx.rounds):
         time.sleep(1.1)  # a full bucket and an empty simulator window to start from
@@ -212,13 +218,7 @@ def s4_otp_storm(ctx: Ctx) -> dict[str, Any]:
         numbers = [workload.otp_number(r * 1000 + k) for k in range(n_numbers)]
         sim.configure(record_limit=100_000)
         sim.reset()
-        load = {
-            "kind": "verifies",
-            "host": procs_host(ctx, "gateway"),
-            "token": ctx.stack.tokens["gateway"],
-            "subaccount": procs.OTP_SUB,
-            "numbers": numbers,
-        }
+        load = gateway_load(ctx, "verifies", procs.OTP_SUB, numbers=numbers)
         res = open_loop(ctx, "gateway", load, rate, duration)
         arrived = Counter(str(a["body"]["destination"]) for a in sim.requests(product="verify"))
         sim.configure(record_limit=0)
