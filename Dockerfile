@@ -14,7 +14,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY gateway ./gateway
-COPY lua ./lua
+# the Lua scripts and the simulator the demo starts live inside gateway/
 RUN pip install --no-cache-dir . \
     && useradd --system --uid 10001 --no-create-home gateway
 

@@ -7,21 +7,13 @@ import asyncio
 import hashlib
 import secrets
 import signal
-from typing import Any
 
 from gateway import logs
 from gateway.config import ClientConfig, Config, ServerConfig, UpstreamConfig
+from gateway.simulator import server as simulator
 
 DEMO_KEY = "demo-8x8-key"
 SUBACCOUNT = "demo_main"
-
-
-def _simulator() -> Any:
-    try:
-        from bench import simulator
-    except ImportError:  # installed without the source tree
-        from gateway.bench import simulator  # type: ignore[import-not-found,no-redef]
-    return simulator
 
 
 def demo_config(port: int, sim_url: str, token: str) -> Config:
@@ -51,7 +43,6 @@ async def _run(port: int, sim_port: int) -> int:
     from gateway.app import build_app
 
     logs.configure()
-    simulator = _simulator()
     sim_runner, sim_port = await simulator.start(
         simulator.SimConfig(api_key=DEMO_KEY), "127.0.0.1", sim_port
     )

@@ -37,14 +37,30 @@ STATUS: dict[str, int] = {
 }
 
 
+#: 8x8's own numbers where one fits (its error schema's `code`); any other refusal carries
+#: its HTTP status there, as 8x8's own 429 does.
+INVALID_PARAMETER = 1000
+INVALID_MSISDN = 1002
+
+
 class GatewayError(Exception):
     """A refusal found while reading the request (route, auth, body): answered, not raised on."""
 
-    def __init__(self, code: str, message: str, **extra: Any) -> None:
+    def __init__(self, code: str, message: str, *, number: int | None = None, **extra: Any) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self.number = number
         self.extra = extra
+
+
+def numeric_code(code: str, number: int | None = None) -> int:
+    """The integer `code` of 8x8's error schema for a gateway refusal."""
+    if number is not None:
+        return number
+    if code == "request.invalid":
+        return INVALID_PARAMETER
+    return STATUS[code]
 
 
 def now_rfc3339() -> str:
@@ -56,13 +72,17 @@ def error_response(
     message: str,
     *,
     headers: Mapping[str, str] | None = None,
+    number: int | None = None,
     **extra: Any,
 ) -> web.Response:
+    """8x8's error shape (integer `code`, `message`, `errorId`, `timestamp`) with the
+    gateway's dotted `gatewayCode` beside it, and the `X-Gateway-Reject` header."""
     body = {
-        "code": code,
+        "code": numeric_code(code, number),
         "message": message,
         "errorId": str(uuid.uuid4()),
         "timestamp": now_rfc3339(),
+        "gatewayCode": code,
         **extra,
     }
     hdrs = {"X-Gateway-Reject": code}
@@ -77,4 +97,4 @@ def error_response(
 
 
 def from_exception(exc: GatewayError) -> web.Response:
-    return error_response(exc.code, exc.message, **exc.extra)
+    return error_response(exc.code, exc.message, number=exc.number, **exc.extra)

@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 import phonenumbers
 
-from gateway.errors import GatewayError
+from gateway.errors import INVALID_MSISDN, GatewayError
 from gateway.routes import Kind, Route
 from gateway.store.base import MessageCheck
 
@@ -39,8 +39,8 @@ def preload() -> None:
         phonenumbers.PhoneMetadata.metadata_for_nongeo_region(code)
 
 
-def invalid(field: str, message: str) -> GatewayError:
-    return GatewayError("request.invalid", message, field=field)
+def invalid(field: str, message: str, number: int | None = None) -> GatewayError:
+    return GatewayError("request.invalid", message, number=number, field=field)
 
 
 @lru_cache(maxsize=65_536)
@@ -64,7 +64,7 @@ def normalise(raw: Any, country: Any, field: str) -> str:
     if isinstance(raw, int) and not isinstance(raw, bool):
         raw = str(raw)
     if not isinstance(raw, str) or not raw.strip() or len(raw) > 32:
-        raise invalid(field, "a phone number is required")
+        raise invalid(field, "a phone number is required", INVALID_MSISDN)
     if country is not None and (not isinstance(country, str) or len(country) != 2):
         raise invalid(
             field.rsplit(".", 1)[0] + ".country" if "." in field else "country",
@@ -72,7 +72,7 @@ def normalise(raw: Any, country: Any, field: str) -> str:
         )
     e164 = _e164(raw.strip(), country)
     if e164 is None:
-        raise invalid(field, "not a possible phone number")
+        raise invalid(field, "not a possible phone number", INVALID_MSISDN)
     return e164
 
 

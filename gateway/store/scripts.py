@@ -1,8 +1,7 @@
-"""The Lua scripts of lua/: loading them and calling them by SHA.
+"""The Lua scripts of gateway/lua/: loading them and calling them by SHA.
 
-Scripts are files (one per script, each opening with its KEYS/ARGV comment). In a source
-checkout they are read from the repository's lua/ directory; an installed package carries
-them as the resource package `gateway.lua`. Calls go by EVALSHA; after NOSCRIPT (a Redis
+Scripts are files (one per script, each opening with its KEYS/ARGV comment), shipped as
+package data of `gateway.lua`. Calls go by EVALSHA; after NOSCRIPT (a Redis
 restart, failover or SCRIPT FLUSH) the script is loaded again and the call repeated.
 """
 
@@ -12,22 +11,14 @@ import hashlib
 import importlib.resources
 from collections.abc import Sequence
 from functools import cache
-from pathlib import Path
 from typing import Any, Protocol
 
 from redis.exceptions import NoScriptError
 from redis.typing import EncodableT
 
-import gateway
-
-_SOURCE_DIR = Path(gateway.__file__).resolve().parent.parent / "lua"
-
 
 def lua_source(name: str) -> str:
-    """The text of lua/<name>.lua."""
-    path = _SOURCE_DIR / f"{name}.lua"
-    if path.is_file():
-        return path.read_text(encoding="utf-8")
+    """The text of gateway/lua/<name>.lua."""
     return importlib.resources.files("gateway.lua").joinpath(f"{name}.lua").read_text("utf-8")
 
 
@@ -62,5 +53,5 @@ class LuaScript:
 
 @cache
 def script(name: str) -> LuaScript:
-    """The script lua/<name>.lua, read once per process."""
+    """The script gateway/lua/<name>.lua, read once per process."""
     return LuaScript(name, lua_source(name))

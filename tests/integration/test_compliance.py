@@ -135,7 +135,7 @@ async def test_stop_keyword_blocks_next_send_and_start_unblocks(
         200, {"status": "ok", "effect": "opted_out"},
     )  # fmt: skip
     status, headers, body = await send(gw, text())
-    assert (status, body["code"], headers["X-Gateway-Reject"]) == (
+    assert (status, body["gatewayCode"], headers["X-Gateway-Reject"]) == (
         403, "recipient.opted_out", "recipient.opted_out",
     )  # fmt: skip
     sms = {"destination": "9123 4567", "country": "SG", "text": "hi"}
@@ -158,7 +158,10 @@ async def test_forged_webhooks_are_refused_and_change_nothing(
     await set_template(gw, "promo", "MARKETING")
     for headers in ({}, {"Authorization": "Bearer forged"}, {"Authorization": f"Bearer {API_KEY}"}):
         status, body = await hook(gw, "/webhooks/inbound", inbound("STOP"), headers=headers)
-        assert (status, body["code"]) == (401, "auth.missing" if not headers else "auth.invalid")
+        assert (status, body["gatewayCode"]) == (
+            401,
+            "auth.missing" if not headers else "auth.invalid",
+        )
         status, _ = await hook(gw, "/webhooks/templates", status_event("PAUSED", later(60)),
                                headers=headers)  # fmt: skip
         assert status == 401
@@ -193,7 +196,7 @@ async def test_consent_policy_for_template_sends(
     status, _, body = await send(gw, templated())
     assert status == unconsented
     if status == 403:
-        assert body["code"] == "recipient.no_consent"
+        assert body["gatewayCode"] == "recipient.no_consent"
     consent = {"source": "web form", "categories": ["UTILITY"], "timestamp": "2025-01-01T00:00:00Z"}
     assert (await admin(gw, "PUT", f"/consents/{NUMBER}", consent))[0] == 204
     assert (await send(gw, templated()))[0] == unconsented  # UTILITY does not cover MARKETING
@@ -223,7 +226,7 @@ async def test_paused_template_is_409_until_approved_again(
         {"status": "ok", "effect": "stored"},
     )
     status, headers, body = await send(gw, templated())
-    assert (status, body["code"], body["status"]) == (409, "template.not_active", "PAUSED")
+    assert (status, body["gatewayCode"], body["status"]) == (409, "template.not_active", "PAUSED")
     assert headers["X-Gateway-Reject"] == "template.not_active"
     # a retried older event arrives late: ignored
     stale = status_event("APPROVED", later(1))
@@ -249,7 +252,7 @@ async def test_unknown_template_follows_policy(
     gw = start_gateway(policy={"opt_in": "off", "unknown_template": policy})
     status, _, body = await send(gw, templated(name="never_registered"))
     if policy == "reject":
-        assert (status, body["code"], body["status"]) == (409, "template.not_active", None)
+        assert (status, body["gatewayCode"], body["status"]) == (409, "template.not_active", None)
         assert sim.requests() == []
     else:
         assert status == 200 and len(sim.requests()) == 1
@@ -264,7 +267,7 @@ async def test_authentication_template_counts_as_an_otp(
     code = templated(name="login_code")
     assert (await send(gw, code))[0] == 200
     status, headers, body = await send(gw, code)
-    assert (status, body["code"]) == (429, "rate_limited.otp_recipient")
+    assert (status, body["gatewayCode"]) == (429, "rate_limited.otp_recipient")
     assert int(headers["Retry-After"]) >= 1
     verify = "/verify/api/v2/subaccounts/acme_otp/sessions"
     assert (await send(gw, {"destination": NUMBER}, verify))[0] == 429  # one shared bucket
@@ -367,7 +370,7 @@ async def test_optouts_and_consent_survive_gateway_and_redis_restarts(
     redis_server.stop(kill=True)  # no SHUTDOWN save: only the append-only file brings it back
     redis_server.start()
     gw = start_gateway(name="gw2", **sections)
-    assert (await send(gw, text()))[2]["code"] == "recipient.opted_out"
+    assert (await send(gw, text()))[2]["gatewayCode"] == "recipient.opted_out"
     assert (await send(gw, templated(OTHER)))[0] == 200
     assert (await admin(gw, "GET", f"/consents/{OTHER}")) == (200, {"msisdn": OTHER, **consent})
     assert (await admin(gw, "GET", f"/optouts/{NUMBER}")) == (200, {"msisdn": NUMBER})

@@ -136,7 +136,7 @@ async def test_unlisted_paths_are_404_and_never_forwarded(
     gw = start_gateway()
     status, headers, body = await call(gw.url, path, method=method)
     assert status == 404
-    assert body["code"] == "route.unknown" and headers["X-Gateway-Reject"] == "route.unknown"
+    assert body["gatewayCode"] == "route.unknown" and headers["X-Gateway-Reject"] == "route.unknown"
     assert sim.requests() == []
 
 
@@ -160,7 +160,7 @@ async def test_auth_refusals(
 ) -> None:
     gw = start_gateway()
     got, hdrs, body = await call(gw.url, path, headers=headers)
-    assert (got, body["code"], hdrs["X-Gateway-Reject"]) == (status, code, code)
+    assert (got, body["gatewayCode"], hdrs["X-Gateway-Reject"]) == (status, code, code)
     assert set(body) >= {"code", "message", "errorId", "timestamp"}
     assert sim.requests() == []
 
@@ -179,7 +179,7 @@ async def test_client_outside_allowed_cidrs_is_403(
         ]
     )
     status, _, body = await call(gw.url, SEND)
-    assert (status, body["code"]) == (403, "auth.address")
+    assert (status, body["gatewayCode"]) == (403, "auth.address")
     assert sim.requests() == []
 
 
@@ -223,7 +223,7 @@ async def test_bad_input_is_a_4xx_naming_the_field(
     gw = start_gateway()
     headers = {"Content-Type": ctype} if ctype else {}
     got, _, answer = await call(gw.url, SEND, body, raw=raw, headers=headers)
-    assert (got, answer["code"], answer.get("field")) == (status, code, field)
+    assert (got, answer["gatewayCode"], answer.get("field")) == (status, code, field)
     assert sim.requests() == []
 
 
@@ -231,7 +231,7 @@ async def test_body_over_the_limit_is_413(start_gateway: GatewayFactory, sim: Si
     gw = start_gateway(server={"max_body_bytes": 1000})
     big = {**TEXT, "content": {"text": "x" * 2000}}
     status, _, body = await call(gw.url, SEND, big)
-    assert (status, body["code"]) == (413, "request.too_large")
+    assert (status, body["gatewayCode"]) == (413, "request.too_large")
     assert sim.requests() == []
 
 
@@ -251,7 +251,7 @@ async def test_8x8_errors_pass_through_unchanged(
     sim.configure(fail_status=503)
     status, headers, body = await call(gw.url, SEND)
     assert status == 503
-    assert isinstance(body["code"], int)  # 8x8's numeric code, not ours
+    assert isinstance(body["code"], int) and "gatewayCode" not in body  # 8x8's own error
     assert "X-Gateway-Reject" not in headers
 
 
@@ -259,14 +259,14 @@ async def test_dead_upstream_is_502(start_gateway: GatewayFactory, sim: SimProce
     dead = f"http://127.0.0.1:{free_port()}"
     gw = start_gateway(upstream={"urls": {"chatapps": dead + "/chatapps"}})
     status, _, body = await call(gw.url, SEND)
-    assert (status, body["code"]) == (502, "upstream.error")
+    assert (status, body["gatewayCode"]) == (502, "upstream.error")
 
 
 async def test_slow_upstream_is_504(start_gateway: GatewayFactory, sim: SimProcess) -> None:
     gw = start_gateway(upstream={"timeout_s": 0.3})
     sim.configure(delay_ms=1500)
     status, _, body = await call(gw.url, SEND)
-    assert (status, body["code"]) == (504, "upstream.timeout")
+    assert (status, body["gatewayCode"]) == (504, "upstream.timeout")
     await asyncio.sleep(1.5)  # the simulator records a request when it answers it
     assert len(sim.requests()) == 1  # never retried: 8x8 may have taken it
 
@@ -277,7 +277,7 @@ async def test_upstream_dropping_the_connection_is_502(
     gw = start_gateway()
     sim.configure(drop=True)
     status, _, body = await call(gw.url, SEND)
-    assert (status, body["code"]) == (502, "upstream.error")
+    assert (status, body["gatewayCode"]) == (502, "upstream.error")
 
 
 async def test_ops_endpoints(start_gateway: GatewayFactory, sim: SimProcess) -> None:
@@ -334,7 +334,7 @@ async def test_a_failing_8x8_opens_the_circuit_and_a_probe_closes_it(
     statuses = [(await call(gw.url, SEND))[0] for _ in range(3)]
     assert statuses == [503, 503, 503]  # 8x8's own answers
     status, _, body = await call(gw.url, SEND)
-    assert (status, body["code"]) == (503, "upstream.unavailable")
+    assert (status, body["gatewayCode"]) == (503, "upstream.unavailable")
     assert len(sim.requests()) == 3  # the open circuit sent nothing
     sim.configure(fail_status=None)
     await asyncio.sleep(1.1)

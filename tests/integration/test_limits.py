@@ -148,7 +148,7 @@ async def test_closed_mode_answers_503_while_redis_is_down(
     assert (await call(gw.url, SEND))[0] == 200
     redis_server.stop(kill=True)
     status, _, body = await call(gw.url, SEND)
-    assert (status, body["code"]) == (503, "store.unavailable")
+    assert (status, body["gatewayCode"]) == (503, "store.unavailable")
     status, _, ready = await call(gw.url, "/readyz", None, method="GET")
     assert (status, ready["store"]) == (503, "closed")
     redis_server.start()
@@ -181,7 +181,7 @@ async def test_upstream_429_cools_the_subaccount_down_for_every_process(
     assert status == 429 and "X-Gateway-Reject" not in headers  # 8x8's own 429
     sim.configure(fail_status=None)
     status, headers, body = await call(second.url, SEND)
-    assert (status, body["code"]) == (429, "rate_limited.subaccount")
+    assert (status, body["gatewayCode"]) == (429, "rate_limited.subaccount")
     assert 1 <= int(headers["Retry-After"]) <= 2
     assert headers["RateLimit-Policy"] == "1800;w=1"
     await asyncio.sleep(2.1)
@@ -216,7 +216,7 @@ async def test_one_otp_per_number_per_window_whatever_its_spelling(
     again = {"destination": "8765 4321", "country": "SG", "channel": "sms"}
     assert (await call(gw.url, VERIFY, first))[0] == 200
     status, headers, body = await call(gw.url, VERIFY, again)
-    assert (status, body["code"]) == (429, "rate_limited.otp_recipient")
+    assert (status, body["gatewayCode"]) == (429, "rate_limited.otp_recipient")
     assert 59 <= int(headers["Retry-After"]) <= 60
     assert headers["RateLimit-Policy"] == "1;w=60"
     other = {"destination": "+6587654322", "channel": "sms"}
@@ -238,7 +238,7 @@ async def test_end_user_ip_limit_counts_header_and_body_ip(
     statuses[(await call(gw.url, sms, body))[0]] += 1
     status, headers, answer = await call(gw.url, sms, body)
     assert statuses == {200: 5}
-    assert (status, answer["code"]) == (429, "rate_limited.end_user_ip")
+    assert (status, answer["gatewayCode"]) == (429, "rate_limited.end_user_ip")
     assert headers["RateLimit-Policy"] == "5;w=60" and headers["RateLimit-Remaining"] == "0"
     # another end user is not affected; a spoofed X-Forwarded-For is ignored
     assert (await call(gw.url, SEND, headers={"X-End-User-IP": "203.0.113.8"}))[0] == 200

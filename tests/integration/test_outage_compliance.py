@@ -63,11 +63,11 @@ async def assert_enforced_without_redis(gw: GatewayProcess, sim: SimProcess) -> 
     sim.reset()
     for msisdn in (NUMBER, STOPPED):
         status, _, body = await send(gw, text(msisdn))
-        assert (status, body["code"]) == (403, "recipient.opted_out"), msisdn
+        assert (status, body["gatewayCode"]) == (403, "recipient.opted_out"), msisdn
     status, _, body = await send(gw, templated(CONSENTED, "paused"))
-    assert (status, body["code"], body["status"]) == (409, "template.not_active", "PAUSED")
+    assert (status, body["gatewayCode"], body["status"]) == (409, "template.not_active", "PAUSED")
     status, _, body = await send(gw, templated(FRESH, "promo"))
-    assert (status, body["code"]) == (403, "recipient.no_consent")
+    assert (status, body["gatewayCode"]) == (403, "recipient.no_consent")
     assert (await send(gw, templated(CONSENTED, "promo")))[0] == 200
     assert (await send(gw, text(OTHER)))[0] == 200  # local limits let ordinary sends go
     assert [r["body"]["user"]["msisdn"] for r in sim.requests()] == [CONSENTED, OTHER]
@@ -90,9 +90,9 @@ async def test_records_written_by_another_gateway_reach_the_snapshot_and_hold_wi
     redis_server.stop(kill=True)
     await assert_enforced_without_redis(gw, sim)
     status, body = await hook(gw, "/webhooks/inbound", inbound("STOP", OTHER))
-    assert (status, body["code"]) == (503, "store.unavailable")  # 8x8 retries it
+    assert (status, body["gatewayCode"]) == (503, "store.unavailable")  # 8x8 retries it
     status, _, body = await send(gw, text(OTHER))  # meanwhile this gateway honours it
-    assert (status, body["code"]) == (403, "recipient.opted_out")
+    assert (status, body["gatewayCode"]) == (403, "recipient.opted_out")
 
 
 async def test_changes_made_through_this_gateway_hold_at_once_when_redis_dies(
@@ -125,7 +125,7 @@ async def test_without_a_snapshot_local_mode_refuses_sends_with_503(
         redis_server.stop(kill=True)
     forwarded = len(sim.requests())
     status, _, body = await send(gw, text(OTHER))
-    assert (status, body["code"]) == (503, "store.unavailable")
+    assert (status, body["gatewayCode"]) == (503, "store.unavailable")
     assert len(sim.requests()) == forwarded
     body = await ready(gw)  # still ready: reads need no compliance data
     assert body["store"] == "local"

@@ -1,4 +1,4 @@
-"""Run the 8x8 simulator (bench/simulator.py) as a real subprocess for integration tests.
+"""Run the 8x8 simulator (gateway/simulator/) as a real subprocess for integration tests.
 
     with SimProcess(subaccount_rps=20, api_key="k") as sim:
         sim.url            # http://127.0.0.1:PORT; upstream.urls.<product> = url + "/<product>"
@@ -61,7 +61,7 @@ class SimProcess:
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 (lives as long as the process)
         env = {**os.environ, **(self._env or {})}
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "bench.simulator", *self._args],
+            [sys.executable, "-m", "gateway.simulator", *self._args],
             cwd=REPO_ROOT,
             env=env,
             stdin=subprocess.DEVNULL,

@@ -82,7 +82,7 @@ async def test_admin_needs_the_admin_token(
     for method, path in (("PUT", f"{A}/optouts/{NUMBER}"), ("GET", f"{A}/optouts"),
                          ("GET", "/admin/v1/limits"), ("GET", f"{A}/consents")):  # fmt: skip
         status, body = await call(client, method, path, headers=headers)
-        assert (status, body["code"]) == (401, code)
+        assert (status, body["gatewayCode"]) == (401, code)
     status, _ = await call(client, "GET", f"{A}/optouts/{NUMBER}?token={ADMIN_TOKEN}", headers={})
     assert status == 401
     assert (await call(client, "GET", f"{A}/optouts/{NUMBER}"))[0] == 404  # nothing was added
@@ -97,7 +97,7 @@ async def test_no_admin_token_configured_is_401(
     status, body = await call(
         client, "GET", "/admin/v1/limits", headers={"Authorization": "Bearer "}
     )
-    assert (status, body["code"]) == (401, "auth.invalid")
+    assert (status, body["gatewayCode"]) == (401, "auth.invalid")
 
 
 @pytest.mark.parametrize("store", ["memory"], indirect=True)
@@ -107,7 +107,7 @@ async def test_guessing_the_admin_token_is_429(client: Client) -> None:
             await call(client, "GET", "/admin/v1/limits", headers={"Authorization": "Bearer x"})
         )[0] == 401
     status, body = await call(client, "GET", "/admin/v1/limits")
-    assert (status, body["code"]) == (429, "rate_limited.auth")
+    assert (status, body["gatewayCode"]) == (429, "rate_limited.auth")
 
 
 @pytest.mark.parametrize("store", ["memory"], indirect=True)
@@ -115,7 +115,7 @@ async def test_other_admin_paths_and_methods_are_404(client: Client) -> None:
     for method, path in (("POST", f"{A}/optouts/{NUMBER}"), ("GET", "/admin/v1/nothing"),
                          ("DELETE", f"{A}/templates/promo/en"), ("PATCH", f"{A}/consents/1")):  # fmt: skip
         status, body = await call(client, method, path)
-        assert (status, body["code"]) == (404, "route.unknown")
+        assert (status, body["gatewayCode"]) == (404, "route.unknown")
 
 
 # --- opt-outs ------------------------------------------------------------------------------
@@ -123,7 +123,7 @@ async def test_other_admin_paths_and_methods_are_404(client: Client) -> None:
 
 async def test_optout_put_get_delete(client: Client) -> None:
     status, body = await call(client, "GET", f"{A}/optouts/{NUMBER}")
-    assert (status, body["code"]) == (404, "not_found")
+    assert (status, body["gatewayCode"]) == (404, "not_found")
     assert (await call(client, "PUT", f"{A}/optouts/{NUMBER}"))[0] == 204
     for spelling in ("6591234567", "%2B6591234567", "+65%209123%204567", "9123%204567?country=SG"):
         assert await call(client, "GET", f"{A}/optouts/{spelling}") == (200, {"msisdn": NUMBER})
@@ -151,7 +151,7 @@ async def test_bad_admin_input_is_400_naming_the_field(
     client: Client, path: str, field: str
 ) -> None:
     status, body = await call(client, "GET", path)
-    assert (status, body["code"], body["field"]) == (400, "request.invalid", field)
+    assert (status, body["gatewayCode"], body["field"]) == (400, "request.invalid", field)
 
 
 async def test_optout_list_pages_through_everything(client: Client) -> None:
@@ -194,7 +194,7 @@ async def test_consent_put_get_delete(client: Client) -> None:
     })  # fmt: skip
     assert (await call(client, "DELETE", f"{A}/consents/{NUMBER}"))[0] == 204
     status, body = await call(client, "GET", f"{A}/consents/{NUMBER}")
-    assert (status, body["code"]) == (404, "not_found")
+    assert (status, body["gatewayCode"]) == (404, "not_found")
 
 
 @pytest.mark.parametrize(
@@ -217,7 +217,7 @@ async def test_consent_put_get_delete(client: Client) -> None:
 )
 async def test_consent_is_validated(client: Client, body: Any, field: str) -> None:
     status, answer = await call(client, "PUT", f"{A}/consents/{NUMBER}", body)
-    assert (status, answer["code"], answer["field"]) == (400, "request.invalid", field)
+    assert (status, answer["gatewayCode"], answer["field"]) == (400, "request.invalid", field)
     assert (await call(client, "GET", f"{A}/consents/{NUMBER}"))[0] == 404
 
 
@@ -255,7 +255,7 @@ async def test_export_failing_midway_is_cut_not_passed_off_as_complete(
         build_app(make_config(sim.url, tmp_path), API_KEY, ENV, store=flaky)
     )
     status, body = await call(client, "GET", f"{A}/consents")
-    assert (status, body["code"]) == (503, "store.unavailable")
+    assert (status, body["gatewayCode"]) == (503, "store.unavailable")
     flaky.fail_after = 1500
     with pytest.raises(aiohttp.ClientPayloadError):
         async with client.get(f"{A}/consents", headers=AUTH) as resp:

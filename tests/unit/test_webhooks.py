@@ -167,7 +167,7 @@ async def test_forged_events_are_refused_and_change_nothing(
     for path, event in ((INBOUND, chat("STOP")), (TEMPLATES, tpl_event(
             "template_status_update", {"status": "APPROVED"}, "2025-01-01T00:00:00Z"))):  # fmt: skip
         status, body = await post(client, path + query, event, headers)
-        assert (status, body["code"]) == (401, code)
+        assert (status, body["gatewayCode"]) == (401, code)
     assert not await store_of(client).optout_contains("acme", NUMBER)
     assert await store_of(client).template_get("acme", "promo", "en") is None
 
@@ -176,7 +176,7 @@ async def test_no_secret_configured_refuses_everything(make_client: MakeClient) 
     client = await make_client(env={"GATEWAY_ADMIN_TOKEN": ADMIN_TOKEN})
     for headers in ({}, BEARER, {"Authorization": "Bearer "}):
         status, body = await post(client, INBOUND, chat("STOP"), headers)
-        assert (status, body["code"]) == (401, "auth.invalid")
+        assert (status, body["gatewayCode"]) == (401, "auth.invalid")
     assert not await store_of(client).optout_contains("acme", NUMBER)
 
 
@@ -186,7 +186,7 @@ async def test_guessing_the_secret_is_429(make_client: MakeClient) -> None:
         status, _ = await post(client, INBOUND, chat("STOP"), {"Authorization": "Bearer guess"})
         assert status == 401
     status, body = await post(client, INBOUND, chat("STOP"), BEARER)  # even the right one
-    assert (status, body["code"]) == (429, "rate_limited.auth")
+    assert (status, body["gatewayCode"]) == (429, "rate_limited.auth")
     assert not await store_of(client).optout_contains("acme", NUMBER)
 
 
@@ -296,7 +296,7 @@ async def test_malformed_json_is_400(make_client: MakeClient, raw: str) -> None:
     client = await make_client()
     for path in (INBOUND, TEMPLATES):
         status, body = await post(client, path, raw)
-        assert (status, body["code"], body["field"]) == (400, "request.invalid", "body")
+        assert (status, body["gatewayCode"], body["field"]) == (400, "request.invalid", "body")
 
 
 async def test_a_failing_store_is_503_so_8x8_retries(make_client: MakeClient) -> None:
@@ -306,7 +306,7 @@ async def test_a_failing_store_is_503_so_8x8_retries(make_client: MakeClient) ->
 
     client = await make_client(store=Down())
     status, body = await post(client, INBOUND, chat("STOP"))
-    assert (status, body["code"]) == (503, "store.unavailable")
+    assert (status, body["gatewayCode"]) == (503, "store.unavailable")
 
 
 @pytest.fixture
@@ -459,7 +459,7 @@ async def test_template_events_missing_what_they_need_are_400(
     client = await make_client()
     event = {**tpl_event("template_status_update", {"status": "APPROVED"}, 1), **change}
     status, body = await post(client, TEMPLATES, event)
-    assert (status, body["code"], body["field"]) == (400, "request.invalid", field)
+    assert (status, body["gatewayCode"], body["field"]) == (400, "request.invalid", field)
     assert await store_of(client).template_get("acme", "promo", "en") is None
 
 

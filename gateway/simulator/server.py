@@ -3,9 +3,9 @@
 One aiohttp server answers 8x8's send paths under a product prefix (`/chatapps`, `/sms`,
 `/verify`, `/contacts`) with 8x8's answer and error shapes, enforces 8x8's limits exactly
 (per subaccount and per source IP, in any sliding one-second window), records what arrived,
-injects faults on request, and is driven through `/_sim/` (see bench/sim/control.py).
+injects faults on request, and is driven through `/_sim/` (see gateway/simulator/control.py).
 
-    python -m bench.simulator --host 127.0.0.1 --port 0 --subaccount-rps 1800 --api-key K
+    python -m gateway.simulator --host 127.0.0.1 --port 0 --subaccount-rps 1800 --api-key K
 
 prints one line `{"event": "listening", "url": "http://127.0.0.1:PORT"}` once it listens,
 then serves until SIGTERM or SIGINT (exit 0).
@@ -22,10 +22,10 @@ from collections.abc import Sequence
 import orjson
 from aiohttp import web
 
-from .sim.app import Simulator
-from .sim.config import SimConfig
-from .sim.control import SIM, add_control_routes
-from .sim.routes import ROUTES, UNKNOWN
+from gateway.simulator.app import Simulator
+from gateway.simulator.config import SimConfig
+from gateway.simulator.control import SIM, add_control_routes
+from gateway.simulator.routes import ROUTES, UNKNOWN
 
 __all__ = ["SIM", "SimConfig", "Simulator", "build_app", "main", "start"]
 
@@ -57,7 +57,7 @@ async def start(
 
 
 def _parse(argv: Sequence[str] | None) -> tuple[SimConfig, str, int]:
-    parser = argparse.ArgumentParser(prog="python -m bench.simulator", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m gateway.simulator", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     parser.add_argument("--subaccount-rps", type=int, default=1800)
@@ -110,7 +110,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
             runner.run(_serve(config, host, port))
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,1 +1,0 @@
-"""The 8x8 API simulator's parts; `bench.simulator` is the entry point that wires them."""
