@@ -33,8 +33,10 @@ class ServerConfig:
     host: str = "0.0.0.0"
     port: int = 8080
     workers: int = 1
-    max_body_bytes: int = 4_194_304
+    max_body_bytes: int = 16_777_216  # decoded size (gzip too): a 10,000-message batch fits
     drain_s: float = 10.0
+    shutdown_delay_s: float = 5.0  # SIGTERM: /readyz 503 this long before the listener closes
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
     idle_timeout_s: float = 75.0  # idle keep-alive connections and unfinished request heads
     body_timeout_s: float = 10.0  # a request body must arrive within this
     trusted_proxies: tuple[str, ...] = ()
@@ -49,6 +51,7 @@ class RedisConfig:
     on_failure: Literal["local", "open", "closed"] = "local"
     local_divisor: int = 0
     timeout_ms: int = 50
+    otp_on_failure: Literal["closed", "local"] = "closed"  # OTP sends while deciding locally
     snapshot_s: int = 300  # compliance snapshot reload period for the local fallback; 0 = none
 
 
@@ -75,6 +78,7 @@ class LimitsConfig:
     otp_per_recipient: int = 1
     otp_window_s: int = 60
     end_user_ip_per_minute: int = 10
+    end_user_ipv6_prefix: int = 64  # IPv6 end users are counted per network of this length
     max_wait_ms: int = 100
 
 
@@ -120,6 +124,7 @@ class ClientConfig:
     name: str = ""
     token_sha256: tuple[str, ...] = ()
     subaccounts: tuple[str, ...] = ()
+    accounts: tuple[str, ...] = ()  # account-level 8x8 paths it may call; "*" = any
     allowed_cidrs: tuple[str, ...] = ()
     end_user_ip_from_xff: bool = False
 
@@ -138,19 +143,29 @@ class Config:
     accounts: Mapping[str, AccountConfig] = field(default_factory=dict)
     clients: tuple[ClientConfig, ...] = ()
 
+    def subaccount(self, subaccount: str) -> SubaccountConfig | None:
+        """The `[subaccounts.*]` entry of a subaccount id, matched case-insensitively (8x8's
+        ids are; the loader keys the table by `subaccount_key`)."""
+        return self.subaccounts.get(subaccount_key(subaccount))
+
     def account_of(self, subaccount: str) -> str:
-        sub = self.subaccounts.get(subaccount)
+        sub = self.subaccount(subaccount)
         return sub.account if sub and sub.account else self.upstream.account_id
 
     def subaccount_limit(self, subaccount: str) -> tuple[int, int]:
         """(rps, burst) in force for a subaccount."""
         lim = self.limits
-        sub = self.subaccounts.get(subaccount)
+        sub = self.subaccount(subaccount)
         if sub is None or (not sub.rps and not sub.burst):
             return lim.subaccount_rps, lim.subaccount_burst
         rps = sub.rps or lim.subaccount_rps
         burst = sub.burst or max(1, math.ceil(rps * lim.subaccount_burst / lim.subaccount_rps))
         return rps, burst
+
+
+def subaccount_key(subaccount: str) -> str:
+    """The form in which subaccount ids are compared: 8x8 does not tell case apart."""
+    return subaccount.lower()
 
 
 _SECTIONS = ("server", "redis", "upstream", "limits", "templates", "policy", "webhooks", "admin")
@@ -292,7 +307,10 @@ def _build_config(raw: dict[str, Any], problems: list[str]) -> Config | None:
             if not isinstance(value, dict):
                 problems.append(f"{key}: must be a table of tables")
                 continue
-            kwargs[key] = {n: _build(item_cls, t, f"{key}.{n}", problems) for n, t in value.items()}
+            table = {n: _build(item_cls, t, f"{key}.{n}", problems) for n, t in value.items()}
+            if key == "subaccounts":
+                table = _keyed_by_case(table, problems)
+            kwargs[key] = table
         elif key == "clients":
             if not isinstance(value, list):
                 problems.append("clients: must be an array of tables ([[clients]])")
@@ -303,6 +321,16 @@ def _build_config(raw: dict[str, Any], problems: list[str]) -> Config | None:
         else:
             problems.append(f"{key}: unknown key")
     return Config(**kwargs)
+
+
+def _keyed_by_case(table: dict[str, Any], problems: list[str]) -> dict[str, Any]:
+    keyed: dict[str, Any] = {}
+    for name, entry in table.items():
+        key = subaccount_key(name)
+        if key in keyed:
+            problems.append(f"subaccounts.{name}: the same subaccount as another entry")
+        keyed[key] = entry
+    return keyed
 
 
 def _build_urls(urls: Any, problems: list[str]) -> dict[str, str]:

@@ -53,6 +53,7 @@ def _check_server(cfg: Config, problems: list[str]) -> None:
         problems.append(f"server.workers: must be 1..256, got {s.workers}")
     _positive(problems, "server.max_body_bytes", s.max_body_bytes)
     _positive(problems, "server.drain_s", s.drain_s, zero=True)
+    _positive(problems, "server.shutdown_delay_s", s.shutdown_delay_s, zero=True)
     _positive(problems, "server.idle_timeout_s", s.idle_timeout_s)
     _positive(problems, "server.body_timeout_s", s.body_timeout_s)
     _check_cidrs(problems, "server.trusted_proxies", s.trusted_proxies)
@@ -112,6 +113,10 @@ def _check_limits(cfg: Config, problems: list[str]) -> None:
     _positive(problems, "limits.otp_window_s", lim.otp_window_s)
     _positive(problems, "limits.end_user_ip_per_minute", lim.end_user_ip_per_minute)
     _positive(problems, "limits.max_wait_ms", lim.max_wait_ms, zero=True)
+    if not 1 <= lim.end_user_ipv6_prefix <= 128:
+        problems.append(
+            f"limits.end_user_ipv6_prefix: must be 1..128, got {lim.end_user_ipv6_prefix}"
+        )
 
 
 def _check_subaccounts(cfg: Config, problems: list[str]) -> None:
@@ -143,8 +148,11 @@ def _check_clients(cfg: Config, problems: list[str]) -> None:
             elif digest in seen:
                 problems.append(f"{path}.token_sha256: the same hash is used by another client")
             seen.add(digest)
-        if not client.subaccounts:
-            problems.append(f"{path}.subaccounts: list the subaccounts it may use")
+        if not client.subaccounts and not client.accounts:
+            problems.append(f"{path}.subaccounts: list the subaccounts (or accounts) it may use")
+        for account in client.accounts:
+            if account != "*" and not _NAME.match(account):
+                problems.append(f"{path}.accounts: {account!r} is not an account id")
         for sub in client.subaccounts:
             if sub != "*" and not _SUBACCOUNT.match(sub):
                 problems.append(f"{path}.subaccounts: {sub!r} is not an 8x8 subAccountId")

@@ -6,7 +6,7 @@ emits at `rps - burst` per second and lets `burst` go at once (DESIGN.md, Token 
 
 from __future__ import annotations
 
-from gateway.config import Config
+from gateway.config import Config, subaccount_key
 from gateway.routes import Kind, Route
 from gateway.store import keys
 from gateway.store.base import BucketSpec, MessageCheck, OtpSpec, Rule, SendCheck
@@ -56,10 +56,11 @@ class LimitPlan:
         if found is None:
             account = self.cfg.account_of(subaccount)
             rps, burst = self.cfg.subaccount_limit(subaccount)
+            sub = subaccount_key(subaccount)  # one bucket whatever the case of the id
             spec = capacity_bucket(
-                Rule.SUBACCOUNT, keys.subaccount_bucket(account, subaccount), rps, burst
+                Rule.SUBACCOUNT, keys.subaccount_bucket(account, sub), rps, burst
             )
-            found = (account, spec, keys.cooldown(account, subaccount))
+            found = (account, spec, keys.cooldown(account, sub))
             if len(self._subs) < 100_000:  # subaccount names come from callers' paths
                 self._subs[subaccount] = found
         return found

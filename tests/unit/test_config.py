@@ -48,7 +48,7 @@ def problems_of(path: Path | None, environ: dict[str, str] | None = None) -> lis
 def test_no_file_gives_the_documented_defaults() -> None:
     cfg = load(None, {})
     assert cfg == Config()
-    assert (cfg.server.port, cfg.server.workers, cfg.server.max_body_bytes) == (8080, 1, 4194304)
+    assert (cfg.server.port, cfg.server.workers, cfg.server.max_body_bytes) == (8080, 1, 16_777_216)
     assert cfg.redis.url == ""
     assert cfg.redis.on_failure == "local"
     assert cfg.upstream.api_key_env == "EIGHTX8_API_KEY"
@@ -449,3 +449,32 @@ def test_unreadable_or_empty_key_file_names_the_file(tmp_path: Path, content: st
     assert problem.startswith("upstream.api_key_file: ")
     assert str(key_file) in problem
     assert "from-env" not in problem
+
+
+def test_version_2_keys_have_their_documented_defaults() -> None:
+    cfg = load(None, {})
+    assert (cfg.server.shutdown_delay_s, cfg.server.log_level) == (5.0, "info")
+    assert (cfg.redis.otp_on_failure, cfg.limits.end_user_ipv6_prefix) == ("closed", 64)
+    assert cfg.clients == ()
+
+
+def test_subaccount_entries_match_whatever_the_case(tmp_path: Path) -> None:
+    path = tmp_path / "g.toml"
+    path.write_text('[subaccounts.Acme_Main]\naccount = "acme-sg"\nrps = 100\n')
+    cfg = load(path, {})
+    assert cfg.account_of("ACME_MAIN") == cfg.account_of("acme_main") == "acme-sg"
+    assert cfg.subaccount_limit("aCmE_mAiN")[0] == 100
+
+
+def test_two_subaccount_entries_differing_in_case_are_one_too_many(tmp_path: Path) -> None:
+    path = tmp_path / "g.toml"
+    path.write_text("[subaccounts.acme_main]\nrps = 100\n[subaccounts.ACME_MAIN]\nrps = 200\n")
+    with pytest.raises(ConfigError) as err:
+        load(path, {})
+    assert any("the same subaccount as another entry" in p for p in err.value.problems)
+
+
+def test_end_user_ipv6_prefix_is_a_prefix_length() -> None:
+    with pytest.raises(ConfigError) as err:
+        load(None, {"GATEWAY_LIMITS_END_USER_IPV6_PREFIX": "129"})
+    assert err.value.problems == ["limits.end_user_ipv6_prefix: must be 1..128, got 129"]
