@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import aiohttp
 from multidict import CIMultiDict
+from yarl import URL
 
 # request headers a caller may pass on to 8x8; everything else is dropped
 FORWARD_REQUEST = (
@@ -225,7 +226,8 @@ class Upstream:
         limits: aiohttp.ClientTimeout | None,
     ) -> aiohttp.ClientResponse:
         assert self._session is not None, "Upstream.start() was not awaited"
-        url = self.urls[product] + path_qs
+        # encoded: the path goes out byte for byte as the caller wrote it (no re-quoting)
+        url = URL(self.urls[product] + path_qs, encoded=True)
         for attempt in (1, 2):
             try:
                 return await self._session.request(

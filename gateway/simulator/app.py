@@ -173,7 +173,7 @@ class Simulator:
             request.headers,
             raw,
             status,
-            request.raw_path,
+            request.rel_url.raw_path,
         )
 
     def _error(self, status: int, code: int, message: str) -> web.Response:
