@@ -543,3 +543,24 @@ async def test_a_non_send_books_the_subaccount_bucket(tmp_path: Path, sim: SimPr
         ]
     assert "rate_limited.subaccount" in codes
     assert len(sim.requests()) == codes.count(None)
+
+
+async def test_an_upload_over_max_body_bytes_is_413_and_not_forwarded(
+    tmp_path: Path, sim: SimProcess
+) -> None:
+    cfg = gateway_config(sim.url, server={"max_body_bytes": 1000})
+    with GatewayProcess(tmp_path, cfg) as gw:
+        form = aiohttp.FormData()
+        form.add_field("file", b"x" * 5000, filename="big.bin")
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(
+                f"{gw.url}/chatapps{S}/files",
+                data=form,
+                headers={"Authorization": f"Bearer {CLIENT_TOKEN}"},
+            ) as resp,
+        ):
+            body = await resp.json()
+    assert (resp.status, body["gatewayCode"]) == (413, "request.too_large")
+    EightByEightError.parse(body)
+    assert sim.requests() == []
