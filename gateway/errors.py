@@ -15,6 +15,7 @@ STATUS: dict[str, int] = {
     "auth.missing": 401,
     "auth.invalid": 401,
     "auth.subaccount": 403,
+    "auth.account": 403,
     "auth.address": 403,
     "recipient.opted_out": 403,
     "recipient.no_consent": 403,

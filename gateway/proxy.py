@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import aiohttp
 from aiohttp import web
 
 from gateway import answers, messages, routes
@@ -31,10 +32,12 @@ async def handle(request: web.Request) -> web.StreamResponse:
     try:
         client = state.clients.authenticate(request.headers.get("Authorization"), request.remote)
         info["client"] = client.name
-        if not client.may_use(route.subaccount):
-            raise GatewayError("auth.subaccount", "this client may not use this subaccount")
+        client.authorize(route)
         server = state.config.server
-        raw = await _read_body(request, route, server.max_body_bytes, server.body_timeout_s)
+        if route.kind is Kind.OTHER:
+            raw = await read_body(request, server.max_body_bytes, server.body_timeout_s)
+            return await _pass_through(request, state, route, raw)
+        raw = await _read_send_body(request, server.max_body_bytes, server.body_timeout_s)
         parsed = messages.parse(route, raw)
         eu_ip = end_user_ip(
             request.headers.get("X-End-User-IP"),
@@ -60,13 +63,17 @@ async def handle(request: web.Request) -> web.StreamResponse:
     return await _forward(request, state, route, parsed, raw, decision)
 
 
-async def _read_body(request: web.Request, route: Route, limit: int, timeout_s: float) -> bytes:
-    if route.kind is Kind.READ:
-        return b""
+async def _read_send_body(request: web.Request, limit: int, timeout_s: float) -> bytes:
+    """A send's body: JSON (415 otherwise), and present (400 without one, as 8x8 says)."""
+    if not request.body_exists:
+        raise GatewayError("request.invalid", "a send needs a JSON body", field="body")
     ctype = request.content_type
     if ctype not in JSON_TYPES and not ctype.endswith("+json"):
         raise GatewayError("request.content_type", "the body must be application/json")
-    return await read_body(request, limit, timeout_s)
+    raw = await read_body(request, limit, timeout_s)
+    if not raw:
+        raise GatewayError("request.invalid", "a send needs a JSON body", field="body")
+    return raw
 
 
 async def _forward(
@@ -81,7 +88,7 @@ async def _forward(
     if decision.unconsented:
         state.metrics.unconsented.inc(len(decision.unconsented))
         info["unconsented"] = len(decision.unconsented)
-    body: bytes | None = raw if route.kind is not Kind.READ else None
+    body = raw
     report = None
     if decision.dropped:
         for _, rule in decision.dropped:
@@ -96,9 +103,7 @@ async def _forward(
         info["waited_ms"] = decision.wait_us // 1000
         state.metrics.shaped_seconds.observe(decision.wait_us / 1e6)
         await asyncio.sleep(decision.wait_us / 1e6)
-    path_qs = route.path + (
-        f"?{request.rel_url.raw_query_string}" if request.rel_url.raw_query_string else ""
-    )
+    path_qs = _path_qs(request, route)
     headers = state.upstream.request_headers(request.headers)
     try:
         answer = await state.upstream.forward(route.product, path_qs, request.method, body, headers)
@@ -129,12 +134,7 @@ async def _after_upstream_429(
 ) -> Answer:
     """8x8 said 429: cool the subaccount down fleet-wide, and retry once if the cool-down
     ends within max_wait_ms (after booking a fresh slot), else pass 8x8's 429 on."""
-    retry_s = _retry_after_s(answer.headers.get("Retry-After"))
-    _, _, cooldown_key = state.plan.subaccount(route.subaccount)
-    try:
-        await state.decider.cooldown(cooldown_key, int(retry_s * 1_000_000))
-    except Exception:
-        state.log.warning("cooldown.failed", subaccount=route.subaccount)
+    retry_s = await _cool_down(state, route, answer.headers.get("Retry-After"))
     if retry_s * 1000 > state.config.limits.max_wait_ms:
         return answer
     await asyncio.sleep(retry_s)
@@ -149,6 +149,71 @@ async def _after_upstream_429(
         await asyncio.sleep(decision.wait_us / 1e6)
     request[LOG]["upstream_retry"] = True
     return await state.upstream.forward(route.product, path_qs, request.method, body, headers)
+
+
+async def _cool_down(state: State, route: Route, retry_after: str | None) -> float:
+    """Start the fleet-wide cool-down of the subaccount 8x8 answered 429 for; its length."""
+    retry_s = _retry_after_s(retry_after)
+    key = state.plan.check(route, (), None).cooldown_key
+    if key:
+        try:
+            await state.decider.cooldown(key, int(retry_s * 1_000_000))
+        except Exception:
+            state.log.warning("cooldown.failed", subaccount=route.subaccount)
+    return retry_s
+
+
+def _path_qs(request: web.Request, route: Route) -> str:
+    """8x8's path and query, exactly as the caller wrote them."""
+    query = request.rel_url.raw_query_string
+    return f"{route.path}?{query}" if query else route.path
+
+
+async def _pass_through(
+    request: web.Request, state: State, route: Route, raw: bytes
+) -> web.StreamResponse:
+    """Any operation that is not a send: book the buckets, forward the body with its own
+    content type, stream 8x8's answer back."""
+    info = request[LOG]
+    try:
+        decision = await state.decider.decide(state.plan.check(route, (), None))
+    except StoreUnavailable:
+        return error_response("store.unavailable", "the shared store is unavailable")
+    if decision.refusal is not None:
+        info["decision"] = decision.refusal.rule.value
+        return answers.refusal(decision.refusal)
+    if decision.wait_us:
+        info["waited_ms"] = decision.wait_us // 1000
+        state.metrics.shaped_seconds.observe(decision.wait_us / 1e6)
+        await asyncio.sleep(decision.wait_us / 1e6)
+    headers = state.upstream.request_headers(request.headers)
+    body = raw if raw else None
+    upstream = state.upstream.stream(
+        route.product, _path_qs(request, route), request.method, body, headers
+    )
+    try:
+        async with upstream as answer:
+            info["decision"] = "forwarded"
+            info["upstream_status"] = answer.status
+            state.metrics.upstream(route.product, answer.status, answer.seconds)
+            if answer.status == 429:
+                await _cool_down(state, route, answer.headers.get("Retry-After"))
+            response = web.StreamResponse(status=answer.status, headers=answer.headers)
+            await response.prepare(request)
+            try:
+                async for chunk in answer.body.iter_any():
+                    await response.write(chunk)
+            except (aiohttp.ClientError, TimeoutError):
+                # 8x8 broke off mid-answer: the caller must not take a cut body as whole
+                info["decision"] = "upstream.error"
+                if request.transport is not None:
+                    request.transport.close()
+                return response
+            await response.write_eof()
+            return response
+    except UpstreamFailure as exc:
+        info["decision"] = exc.code
+        return error_response(exc.code, exc.message)
 
 
 def _retry_after_s(value: str | None) -> float:

@@ -2,17 +2,20 @@
 
 Only the configured 8x8 base URLs are ever contacted. The caller's Authorization, Host,
 hop-by-hop and any unlisted headers stay behind; 8x8's status, body and the headers that
-matter come back unchanged.
+matter come back unchanged. Sends read 8x8's answer whole (`forward`); other operations
+stream it (`stream`), so a download or an export costs no memory for its size.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import aiohttp
 from multidict import CIMultiDict
+from yarl import URL
 
 # request headers a caller may pass on to 8x8; everything else is dropped
 FORWARD_REQUEST = (
@@ -28,6 +31,11 @@ FORWARD_RESPONSE = frozenset(
     h.lower()
     for h in (
         "Content-Type",
+        "Content-Disposition",
+        "Cache-Control",
+        "ETag",
+        "Last-Modified",
+        "Expires",
         "Retry-After",
         "Location",
         "X-Request-Id",
@@ -48,6 +56,16 @@ class Answer:
     headers: CIMultiDict[str]
     body: bytes
     seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class Streamed:
+    """8x8's answer whose body is still arriving: read `body` in chunks."""
+
+    status: int
+    headers: CIMultiDict[str]
+    body: aiohttp.StreamReader
+    seconds: float  # until the answer's head arrived
 
 
 class UpstreamFailure(Exception):
@@ -100,6 +118,10 @@ class Upstream:
         self.urls = dict(urls)
         self.breakers = {p: Breaker(breaker_failures, breaker_open_s) for p in self.urls}
         self.timeout = aiohttp.ClientTimeout(total=timeout_s, connect=min(timeout_s, 5.0))
+        # a download may take longer than timeout_s in all; each read may not
+        self.stream_timeout = aiohttp.ClientTimeout(
+            total=None, connect=min(timeout_s, 5.0), sock_read=timeout_s
+        )
         self._auth = ""
         self.set_key(api_key)
         self._session: aiohttp.ClientSession | None = None
@@ -149,6 +171,31 @@ class Upstream:
         breaker.record(ok=answer.status < 500)
         return answer
 
+    @asynccontextmanager
+    async def stream(
+        self,
+        product: str,
+        path_qs: str,
+        method: str,
+        body: bytes | None,
+        headers: dict[str, str],
+    ) -> AsyncIterator[Streamed]:
+        """8x8's answer, its body streamed; the connection is released on exit."""
+        breaker = self.breakers[product]
+        if not breaker.allow():
+            raise UpstreamFailure("upstream.unavailable", "8x8 is failing; not retried for now")
+        started = time.perf_counter()
+        try:
+            resp = await self._open(product, path_qs, method, body, headers, self.stream_timeout)
+        except UpstreamFailure:
+            breaker.record(ok=False)
+            raise
+        breaker.record(ok=resp.status < 500)
+        try:
+            yield Streamed(resp.status, _kept(resp), resp.content, time.perf_counter() - started)
+        finally:
+            resp.release()
+
     async def _send(
         self,
         product: str,
@@ -157,19 +204,40 @@ class Upstream:
         body: bytes | None,
         headers: dict[str, str],
     ) -> Answer:
-        assert self._session is not None, "Upstream.start() was not awaited"
-        url = self.urls[product] + path_qs
         started = time.perf_counter()
+        resp = await self._open(product, path_qs, method, body, headers, None)
+        try:
+            payload = await resp.read()
+        except TimeoutError as exc:
+            raise UpstreamFailure("upstream.timeout", "8x8 did not answer in time") from exc
+        except aiohttp.ClientError as exc:
+            raise UpstreamFailure("upstream.error", "8x8 connection failed") from exc
+        finally:
+            resp.release()
+        return Answer(resp.status, _kept(resp), payload, time.perf_counter() - started)
+
+    async def _open(
+        self,
+        product: str,
+        path_qs: str,
+        method: str,
+        body: bytes | None,
+        headers: dict[str, str],
+        limits: aiohttp.ClientTimeout | None,
+    ) -> aiohttp.ClientResponse:
+        assert self._session is not None, "Upstream.start() was not awaited"
+        # encoded: the path goes out byte for byte as the caller wrote it (no re-quoting)
+        url = URL(self.urls[product] + path_qs, encoded=True)
         for attempt in (1, 2):
             try:
-                async with self._session.request(
-                    method, url, data=body, headers=headers, allow_redirects=False
-                ) as resp:
-                    payload = await resp.read()
-                    kept = CIMultiDict(
-                        (k, v) for k, v in resp.headers.items() if k.lower() in FORWARD_RESPONSE
-                    )
-                    return Answer(resp.status, kept, payload, time.perf_counter() - started)
+                return await self._session.request(
+                    method,
+                    url,
+                    data=body,
+                    headers=headers,
+                    allow_redirects=False,
+                    timeout=limits or self.timeout,
+                )
             except aiohttp.ClientConnectorError as exc:
                 # nothing was sent: trying again once cannot deliver twice
                 if attempt == 2:
@@ -179,3 +247,7 @@ class Upstream:
             except aiohttp.ClientError as exc:
                 raise UpstreamFailure("upstream.error", "8x8 connection failed") from exc
         raise UpstreamFailure("upstream.error", "8x8 is unreachable")  # pragma: no cover
+
+
+def _kept(resp: aiohttp.ClientResponse) -> CIMultiDict[str]:
+    return CIMultiDict((k, v) for k, v in resp.headers.items() if k.lower() in FORWARD_RESPONSE)

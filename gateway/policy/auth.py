@@ -1,5 +1,5 @@
-"""Who is calling: client tokens (hashed, compared in constant time), subaccount scope,
-caller address allow-lists, and which end-user IP a send carries."""
+"""Who is calling: client tokens (hashed, compared in constant time), subaccount and
+account scope, caller address allow-lists, and which end-user IP a send carries."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from gateway.config import ClientConfig, Network, parse_networks
+from gateway.config import ClientConfig, Network, parse_networks, subaccount_key
 from gateway.errors import GatewayError
+from gateway.routes import Route
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -18,12 +19,29 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 @dataclass(frozen=True, slots=True)
 class Client:
     name: str
-    subaccounts: frozenset[str]  # "*" = any
+    subaccounts: frozenset[str]  # "*" = any; compared case-insensitively, as 8x8 does
     allowed: tuple[Network, ...]  # empty = any caller address
     end_user_ip_from_xff: bool
+    accounts: frozenset[str] = frozenset()  # /accounts/{id}/ paths it may call; "*" = any
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "subaccounts", frozenset(map(subaccount_key, self.subaccounts)))
+        object.__setattr__(self, "accounts", frozenset(a.lower() for a in self.accounts))
 
     def may_use(self, subaccount: str) -> bool:
-        return subaccount in self.subaccounts or "*" in self.subaccounts
+        return "*" in self.subaccounts or subaccount_key(subaccount) in self.subaccounts
+
+    def may_use_account(self, account: str) -> bool:
+        return "*" in self.accounts or account.lower() in self.accounts
+
+    def authorize(self, route: Route) -> None:
+        """Refuse a route outside this client's scope: a path's subaccount needs the client
+        allowed it, an /accounts/{id}/ path the account; `GET /files/{name}` (neither)
+        needs only a valid token."""
+        if route.subaccount is not None and not self.may_use(route.subaccount):
+            raise GatewayError("auth.subaccount", "this client may not use this subaccount")
+        if route.account is not None and not self.may_use_account(route.account):
+            raise GatewayError("auth.account", "this client may not use this account")
 
 
 class Clients:
@@ -37,6 +55,7 @@ class Clients:
                 frozenset(c.subaccounts),
                 parse_networks(c.allowed_cidrs),
                 c.end_user_ip_from_xff,
+                frozenset(c.accounts),
             )
             self._entries.extend((bytes.fromhex(h), client) for h in c.token_sha256)
 

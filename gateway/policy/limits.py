@@ -65,6 +65,17 @@ class LimitPlan:
                 self._subs[subaccount] = found
         return found
 
+    def booked_for(self, account: str | None) -> str | None:
+        """The subaccount whose bucket an account-level request books: the account's first
+        configured subaccount (8x8 counts every request against some subaccount)."""
+        if account is None:
+            return None
+        wanted = account.lower()
+        for name in self.cfg.subaccounts:
+            if self.cfg.account_of(name).lower() == wanted:
+                return name
+        return None
+
     def end_user(self, ip: str) -> BucketSpec:
         n = self._end_user_n
         return BucketSpec(
@@ -80,11 +91,17 @@ class LimitPlan:
     def check(
         self, route: Route, messages: tuple[MessageCheck, ...], end_user_ip: str | None
     ) -> SendCheck:
-        account, sub_bucket, cooldown = self.subaccount(route.subaccount)
-        if end_user_ip is not None and route.kind is not Kind.READ:
-            buckets: tuple[BucketSpec, ...] = (self.end_user(end_user_ip), sub_bucket, self.egress)
+        sub = route.subaccount if route.subaccount is not None else self.booked_for(route.account)
+        buckets: tuple[BucketSpec, ...]
+        if sub is None:  # an account with no configured subaccount, or GET /files/{name}
+            account, buckets, cooldown = route.account or self.cfg.upstream.account_id, (), ""
         else:
-            buckets = (sub_bucket, self.egress)
+            account, sub_bucket, cooldown = self.subaccount(sub)
+            buckets = (sub_bucket,)
+        if end_user_ip is not None and route.kind is not Kind.OTHER:
+            buckets = (self.end_user(end_user_ip), *buckets, self.egress)
+        else:
+            buckets = (*buckets, self.egress)
         return SendCheck(
             account=account,
             messages=messages,

@@ -111,18 +111,7 @@ class Contacts:
     def search_groups(self, account: str, name: str | None, limit: int, offset: int) -> Any:
         groups = list(self.book(account).groups.values())
         found = [g for g in groups if name is None or name.lower() in g["name"].lower()]
-        items = found[offset : offset + limit]
-        pages = max(1, -(-len(found) // max(limit, 1)))
-        page = offset // max(limit, 1) + 1
-        return {
-            "items": items,
-            "page": page,
-            "totalPages": pages,
-            "totalCount": len(groups),
-            "totalFiltered": len(found),
-            "hasPreviousPage": offset > 0,
-            "hasNextPage": offset + limit < len(found),
-        }
+        return page(found, len(groups), limit, offset)
 
     def create_contact(self, account: str, body: Any) -> tuple[int, dict[str, Any]]:
         addresses = body.get("addresses") if isinstance(body, dict) else None
@@ -169,6 +158,58 @@ class Contacts:
                 self._join(book, cid, {gid})
         return 201, book.groups[gid]
 
+    def contact(self, account: str, cid: str) -> dict[str, Any]:
+        book = self.book(account)
+        found = _int(cid)
+        if found not in book.contacts:
+            raise ApiError(NOT_FOUND, f"Unable to find contact with id {cid}", 404)
+        return self._contact(book, found)
+
+    def delete_contact(self, account: str, cid: str) -> None:
+        book = self.book(account)
+        found = _int(cid)
+        if found in book.contacts:
+            self._leave(book, found, set(book.members[found]))
+            msisdn = book.contacts.pop(found)["addresses"].get("msisdn")
+            book.by_msisdn.pop(digits_of(msisdn) if isinstance(msisdn, str) else "", None)
+            del book.members[found]
+
+    def patch_contact(self, account: str, cid: str, ops: list[dict[str, Any]]) -> dict[str, Any]:
+        self.contact(account, cid)  # 404 first
+        _apply_patch(self.book(account).contacts[_int(cid)], ops)
+        return self.contact(account, cid)
+
+    def group(self, account: str, gid: str) -> dict[str, Any]:
+        found = self.book(account).groups.get(_int(gid))
+        if found is None:
+            raise ApiError(NOT_FOUND, f"Unable to find group with id {gid}", 404)
+        return found
+
+    def delete_group(self, account: str, gid: str) -> None:
+        book = self.book(account)
+        self.group(account, gid)
+        found = _int(gid)
+        for cid in book.members:
+            book.members[cid].discard(found)
+        del book.groups[found]
+
+    def patch_group(self, account: str, gid: str, ops: list[dict[str, Any]]) -> dict[str, Any]:
+        _apply_patch(self.group(account, gid), ops)
+        return self.group(account, gid)
+
+    def remove_from_group(self, account: str, gid: str, ids: list[int]) -> dict[str, Any]:
+        book = self.book(account)
+        group = self.group(account, gid)
+        for cid in ids:
+            if cid in book.members:
+                self._leave(book, cid, {group["id"]})
+        return group
+
+    def search_contacts(self, account: str, limit: int, offset: int) -> dict[str, Any]:
+        book = self.book(account)
+        everyone = [self._contact(book, cid) for cid in book.contacts]
+        return page(everyone, len(everyone), limit, offset)
+
     def blacklist(self, account: str, msisdn: str) -> None:
         if not msisdn_ok(msisdn):
             raise ApiError(INVALID_MSISDN, MSG_MSISDN)
@@ -195,6 +236,49 @@ class Contacts:
         joined |= groups
 
     @staticmethod
+    def _leave(book: Book, cid: int, groups: set[int]) -> None:
+        joined = book.members[cid]
+        for gid in groups & joined:
+            book.groups[gid]["contacts"] -= 1
+        joined -= groups
+
+    @staticmethod
     def _contact(book: Book, cid: int) -> dict[str, Any]:
         groups = [book.groups[gid] for gid in sorted(book.members[cid])]
         return {**book.contacts[cid], "groups": groups}
+
+
+def page(found: list[Any], total: int, limit: int, offset: int) -> dict[str, Any]:
+    """One page of a Contacts API list, in 8x8's paging shape."""
+    pages = max(1, -(-len(found) // max(limit, 1)))
+    return {
+        "items": found[offset : offset + limit],
+        "page": offset // max(limit, 1) + 1,
+        "totalPages": pages,
+        "totalCount": total,
+        "totalFiltered": len(found),
+        "hasPreviousPage": offset > 0,
+        "hasNextPage": offset + limit < len(found),
+    }
+
+
+def _int(value: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        return -1
+
+
+def _apply_patch(record: dict[str, Any], ops: list[dict[str, Any]]) -> None:
+    """JSON Patch `add`/`replace`/`remove` on top-level and `addresses` fields."""
+    for op in ops:
+        keys = [k for k in str(op["path"]).split("/") if k]
+        target = record
+        for key in keys[:-1]:
+            target = target.setdefault(key, {})
+        if not keys or keys[0] in ("id", "createdAt", "groups"):
+            raise ApiError(INVALID_PARAMETER, f"Invalid parameter: path {op['path']}")
+        if op["op"] in ("add", "replace"):
+            target[keys[-1]] = op.get("value")
+        elif op["op"] == "remove":
+            target.pop(keys[-1], None)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -23,12 +24,31 @@ from .accounts import Contacts, Templates
 from .config import SimConfig
 from .limits import Limiter
 from .record import Recorder
+from .schema import Spec, check
 from .shapes import ApiError
 
-Answer = Callable[["Simulator", web.Request, bytes, str | None, str | None], tuple[int, Any]]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 _JSON = "application/json"
+_SUBACCOUNT_ID = re.compile(r"[A-Za-z0-9\-._&]{3,50}")  # 8x8's subAccountId pattern
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One API request as an answer function sees it."""
+
+    request: web.Request
+    raw: bytes
+    body: Any  # the decoded JSON when the route has a spec, else None
+    sub: str | None
+    account: str | None
+
+    def param(self, name: str) -> str:
+        return self.request.match_info[name]
+
+
+#: an answer: (status, JSON body or None for an empty one), or a ready response
+Answer = Callable[["Simulator", Call], "tuple[int, Any] | web.Response"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +60,8 @@ class Route:
     answer: Answer
     api: bool = True  # False: not 8x8's API (unknown paths): no auth, faults or limits
     per_subaccount: bool = True  # counts toward the subaccount's window (else IP only)
+    spec: Spec | None = None  # the JSON body 8x8's schema wants (required when set)
+    body_optional: bool = False  # with a spec: an empty body is allowed
 
 
 class Simulator:
@@ -53,12 +75,16 @@ class Simulator:
         self.recorder = Recorder(config.record_limit)
         self.templates = Templates(self.clock)
         self.contacts = Contacts(self.clock)
+        self.sessions: dict[str, dict[str, Any]] = {}  # Verify sessions by id
+        self.jobs: dict[str, dict[str, Any]] = {}  # Contacts batch jobs by id
 
     def reset(self) -> None:
         """Forget what arrived (records, counters, windows, contacts); keep the settings."""
         self.limiter.clear()
         self.recorder = Recorder(self.config.record_limit)
         self.contacts.clear()
+        self.sessions.clear()
+        self.jobs.clear()
 
     def handler(self, route: Route) -> Handler:
         async def handle(request: web.Request) -> web.StreamResponse:
@@ -110,9 +136,12 @@ class Simulator:
                 return self._quota()
             self.recorder.admitted(scoped, now)
         try:
-            status, body = route.answer(self, request, raw, sub, account)
+            answer = route.answer(self, Call(request, raw, _read(route, raw, sub), sub, account))
         except ApiError as exc:
             return self._error(exc.status, exc.code, exc.message)
+        if isinstance(answer, web.Response):
+            return answer
+        status, body = answer
         if body is None:
             return web.Response(status=status)
         return web.Response(body=orjson.dumps(body), status=status, content_type=_JSON)
@@ -144,6 +173,7 @@ class Simulator:
             request.headers,
             raw,
             status,
+            request.rel_url.raw_path,
         )
 
     def _error(self, status: int, code: int, message: str) -> web.Response:
@@ -170,6 +200,23 @@ class Simulator:
 def _authorized(request: web.Request, key: str) -> bool:
     given = request.headers.get("Authorization", "").encode()
     return hmac.compare_digest(given, f"Bearer {key}".encode())
+
+
+def _read(route: Route, raw: bytes, sub: str | None) -> Any:
+    """The body as 8x8's schema reads it, or the ApiError (400) it answers."""
+    if sub is not None and not _SUBACCOUNT_ID.fullmatch(sub):
+        raise ApiError(shapes.INVALID_PARAMETER, "Invalid parameter: subAccountId")
+    if route.spec is None or (route.body_optional and not raw.strip()):
+        return None
+    if not raw.strip():
+        raise ApiError(shapes.INVALID_PARAMETER, "Invalid parameter: the body is required")
+    body = parse_json(raw)
+    problem = check(route.spec, body)
+    if problem is not None:
+        code = shapes.INVALID_MSISDN if problem.msisdn else shapes.INVALID_PARAMETER
+        message = shapes.MSG_MSISDN if problem.msisdn else "Invalid parameter"
+        raise ApiError(code, f"{message}: {problem.field} {problem.reason}")
+    return body
 
 
 def parse_json(raw: bytes) -> Any:

@@ -31,6 +31,7 @@ class Arrival(NamedTuple):
     headers: CIMultiDictProxy[str]
     body: bytes
     status: int | None  # None: the connection was dropped without an answer
+    raw_path: str = ""  # the path as it arrived, percent-escapes and all
 
     def as_json(self) -> dict[str, Any]:
         out = self._asdict()

@@ -1,161 +1,262 @@
-"""The paths the simulator answers, each 8x8's own path under a product prefix, and the
-function that builds each answer.
+"""Every operation of 8x8's chat-apps, SMS, Verify and Contacts APIs the simulator answers:
+8x8's own path under a product prefix, the body schema 8x8 enforces (`specs`) and the
+function that builds 8x8's documented answer (`answers`).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from . import answers as a
+from . import specs
+from .app import Answer, Route
+from .schema import Spec
 
-from aiohttp import web
-
-from . import shapes
-from .app import Answer, Route, Simulator, parse_json
-from .shapes import ApiError
-
-_SUBACCOUNT = "/api/v1/subaccounts/{sub}"
-_CONTACTS = "/contacts/api/v1/accounts/{account}"
-
-
-def _chat_one(
-    sim: Simulator, request: web.Request, raw: bytes, sub: str | None, account: str | None
-) -> tuple[int, Any]:
-    answer = shapes.chat_single(sim.ids, sim.clock, parse_json(raw))
-    sim.recorder.sent(sub or "", 1)
-    return 200, answer
+_SUB = "/api/v1/subaccounts/{sub}"
+_ACCT = "/api/v1/accounts/{account}"
+_CHANNEL = f"{_ACCT}/channels/{{channel}}"
+_WA = "/api/v1/whatsapp/subaccounts/{sub}/channels/{channel}"
 
 
-def _chat_batch(
-    sim: Simulator, request: web.Request, raw: bytes, sub: str | None, account: str | None
-) -> tuple[int, Any]:
-    answer, accepted = shapes.chat_batch(sim.ids, sim.clock, parse_json(raw))
-    sim.recorder.sent(sub or "", accepted)
-    return 200, answer
+# --- the table -----------------------------------------------------------------------------
 
 
-def _sms_one(
-    sim: Simulator, request: web.Request, raw: bytes, sub: str | None, account: str | None
-) -> tuple[int, Any]:
-    answer = shapes.sms_single(sim.ids, parse_json(raw))
-    sim.recorder.sent(sub or "", 1)
-    return 200, answer
-
-
-def _sms_batch(
-    sim: Simulator, request: web.Request, raw: bytes, sub: str | None, account: str | None
-) -> tuple[int, Any]:
-    answer, accepted = shapes.sms_batch(sim.ids, parse_json(raw))
-    sim.recorder.sent(sub or "", accepted)
-    return 200, answer
-
-
-def _verify(
-    sim: Simulator, request: web.Request, raw: bytes, sub: str | None, account: str | None
-) -> tuple[int, Any]:
-    answer = shapes.verify_session(sim.ids, sim.clock, sub or "", parse_json(raw))
-    sim.recorder.sent(sub or "", 1)
-    return 200, answer
-
-
-def _templates(
-    sim: Simulator, request: web.Request, raw: bytes, sub: str | None, account: str | None
-) -> tuple[int, Any]:
-    channel = request.match_info["channel"]
-    return 200, {"templates": sim.templates.get(account or "", channel)}
-
-
-def _any_get(
-    sim: Simulator, request: web.Request, raw: bytes, sub: str | None, account: str | None
-) -> tuple[int, Any]:
-    return 200, {"subAccountId": sub, "path": request.path}
-
-
-def _create_group(
-    sim: Simulator, request: web.Request, raw: bytes, sub: str | None, account: str | None
-) -> tuple[int, Any]:
-    return sim.contacts.create_group(account or "", parse_json(raw))
-
-
-def _search_groups(
-    sim: Simulator, request: web.Request, raw: bytes, sub: str | None, account: str | None
-) -> tuple[int, Any]:
-    query = request.query
-    try:
-        limit = int(query.get("limit", "100"))
-        offset = int(query.get("offset", "0"))
-    except ValueError:
-        raise ApiError(shapes.INVALID_PARAMETER, "Invalid parameter: limit/offset") from None
-    return 200, sim.contacts.search_groups(account or "", query.get("name"), limit, offset)
-
-
-def _create_contact(
-    sim: Simulator, request: web.Request, raw: bytes, sub: str | None, account: str | None
-) -> tuple[int, Any]:
-    return sim.contacts.create_contact(account or "", parse_json(raw))
-
-
-def _add_to_group(
-    sim: Simulator, request: web.Request, raw: bytes, sub: str | None, account: str | None
-) -> tuple[int, Any]:
-    try:
-        group = int(request.match_info["group"])
-    except ValueError:
-        raise ApiError(shapes.NOT_FOUND, "Unable to find group", 404) from None
-    return sim.contacts.add_to_group(account or "", group, parse_json(raw))
-
-
-def _blacklist(
-    sim: Simulator, request: web.Request, raw: bytes, sub: str | None, account: str | None
-) -> tuple[int, Any]:
-    sim.contacts.blacklist(account or "", request.match_info["msisdn"])
-    return 200, None  # contacts_api.json: 200 OK, no body
-
-
-def _unknown(
-    sim: Simulator, request: web.Request, raw: bytes, sub: str | None, account: str | None
-) -> tuple[int, Any]:
-    raise ApiError(shapes.NOT_FOUND, "Not found", 404)
-
-
-def _product_routes() -> list[Route]:
-    routes = []
-    for product, one, batch in (
-        ("chatapps", _chat_one, _chat_batch),
-        ("sms", _sms_one, _sms_batch),
-    ):
-        base = f"/{product}{_SUBACCOUNT}/messages"
-        routes.append(Route("POST", base, product, "send", one))
-        routes.append(Route("POST", f"{base}/batch", product, "batch", batch))
-    routes.append(
-        Route("POST", "/verify/api/v2/subaccounts/{sub}/sessions", "verify", "verify", _verify)
+def _route(
+    method: str,
+    product: str,
+    path: str,
+    kind: str,
+    answer: Answer,
+    spec: Spec | None = None,
+    *,
+    optional: bool = False,
+) -> Route:
+    return Route(
+        method,
+        f"/{product}{path}",
+        product,
+        kind,
+        answer,
+        per_subaccount="{sub}" in path,
+        spec=spec,
+        body_optional=optional,
     )
-    routes.append(
-        Route(
-            "GET",
-            "/chatapps/api/v1/accounts/{account}/channels/{channel}/templates",
-            "chatapps",
-            "templates",
-            _templates,
-            per_subaccount=False,
-        )
-    )
-    for product in ("chatapps", "sms", "verify"):
-        path = f"/{product}/api/{{head:.+}}/subaccounts/{{sub}}/{{rest:.*}}"
-        routes.append(Route("GET", path, product, "get", _any_get))
-    return routes
 
 
-def _contacts_routes() -> list[Route]:
-    def route(method: str, tail: str, kind: str, answer: Answer) -> Route:
-        return Route(method, f"{_CONTACTS}{tail}", "contacts", kind, answer, per_subaccount=False)
-
+def _chatapps() -> list[Route]:
+    c = "chatapps"
     return [
-        route("POST", "/groups", "create_group", _create_group),
-        route("GET", "/groups", "search_groups", _search_groups),
-        route("POST", "/contacts", "create_contact", _create_contact),
-        route("POST", "/contacts/blacklist/{msisdn}", "blacklist", _blacklist),
-        route("POST", "/groups/{group}/contacts", "add_to_group", _add_to_group),
+        _route("POST", c, f"{_SUB}/messages", "send", a.chat_one),
+        _route("POST", c, f"{_SUB}/messages/batch", "batch", a.chat_batch),
+        _route("POST", c, f"{_SUB}/lon", "lon", a.lon_one),
+        _route("POST", c, f"{_SUB}/lon/batch", "lon_batch", a.lon_batch),
+        _route("POST", c, f"{_SUB}/events", "events", a.empty(200), specs.EVENT),
+        _route("POST", c, f"{_SUB}/messages/{{umid}}/read", "messages.read", a.empty(200)),
+        _route("GET", c, f"{_SUB}/messages/{{umid}}", "messages.get", a.chat_details),
+        _route("DELETE", c, f"{_SUB}/messages/{{umid}}", "messages.cancel", a.cancelled),
+        _route("DELETE", c, f"{_SUB}/messages/batch/{{batchId}}", "batch.cancel", a.cancelled),
+        _route("POST", c, f"{_SUB}/messages/exports", "exports.start", a.job_started, specs.EXPORT),
+        _route("GET", c, f"{_SUB}/messages/exports/{{jobId}}", "exports.get", a.job_result),
+        _route("DELETE", c, f"{_SUB}/messages/exports/{{jobId}}", "exports.cancel", a.empty(204)),
+        _route("POST", c, f"{_SUB}/files", "files.upload", a.file_upload),
+        _route("GET", c, "/files/{filename}", "files.download", a.file_download),
+        _route("GET", c, f"{_CHANNEL}/templates", "templates.list", a.templates),
+        _route(
+            "POST", c, f"{_CHANNEL}/templates", "templates.create", a.fixed(200, {}), specs.TEMPLATE
+        ),
+        _route(
+            "DELETE",
+            c,
+            f"{_CHANNEL}/templates/{{templateName}}",
+            "templates.delete",
+            a.fixed(200, {}),
+        ),
+        _route("GET", c, f"{_CHANNEL}/flows", "flows.list", a.fixed(200, {"flows": []})),
+        _route("POST", c, f"{_CHANNEL}/flows", "flows.create", a.flow_saved, specs.FLOW_CREATE),
+        _route("GET", c, f"{_CHANNEL}/flows/{{flowId}}", "flows.get", a.flow),
+        _route(
+            "PUT",
+            c,
+            f"{_CHANNEL}/flows/{{flowId}}",
+            "flows.update",
+            a.flow_saved,
+            specs.FLOW_UPDATE,
+        ),
+        _route("DELETE", c, f"{_CHANNEL}/flows/{{flowId}}", "flows.delete", a.empty(200)),
+        _route("GET", c, f"{_CHANNEL}/flows/{{flowId}}/preview", "flows.preview", a.flow_preview),
+        _route("POST", c, f"{_CHANNEL}/flows/{{flowId}}/publish", "flows.publish", a.empty(200)),
+        _route(
+            "POST", c, f"{_CHANNEL}/flows/{{flowId}}/deprecate", "flows.deprecate", a.empty(200)
+        ),
+        _route("GET", c, f"{_WA}/callPermissions", "call_permissions", a.call_permissions),
+        _route(
+            "POST",
+            c,
+            f"{_WA}/directSend/sample",
+            "direct_send.sample",
+            a.fixed(200, {"success": True, "category": "UTILITY"}),
+            specs.DIRECT_SEND_SAMPLE,
+        ),
+        _route("GET", c, f"{_ACCT}/webhooks", "webhooks.list", a.webhooks),
+        _route(
+            "POST", c, f"{_ACCT}/webhooks", "webhooks.add", a.empty(200), specs.CHAT_WEBHOOKS_ADD
+        ),
+        _route(
+            "DELETE",
+            c,
+            f"{_ACCT}/webhooks",
+            "webhooks.delete",
+            a.empty(200),
+            specs.CHAT_WEBHOOKS_DELETE,
+        ),
+        _route("GET", c, f"{_ACCT}/usage/messages", "usage", a.usage),
     ]
 
 
-ROUTES: tuple[Route, ...] = (*_product_routes(), *_contacts_routes())
-UNKNOWN = Route("*", "/{tail:.*}", "", "unknown", _unknown, api=False)
+def _sms() -> list[Route]:
+    s = "sms"
+    survey = f"{_SUB}/surveys/{{surveyId}}/messages"
+    return [
+        _route("POST", s, f"{_SUB}/messages", "send", a.sms_one),
+        _route("POST", s, f"{_SUB}/messages/batch", "batch", a.sms_batch),
+        _route("POST", s, survey, "survey", a.survey_one, specs.SURVEY_MESSAGE),
+        _route("POST", s, f"{survey}/batch", "survey_batch", a.survey_batch, specs.SURVEY_BATCH),
+        _route("GET", s, f"{_SUB}/messages/{{umid}}", "messages.get", a.sms_details),
+        _route("DELETE", s, f"{_SUB}/messages/{{umid}}", "messages.cancel", a.cancelled),
+        _route("DELETE", s, f"{_SUB}/messages/batch/{{batchId}}", "batch.cancel", a.cancelled),
+        _route(
+            "POST",
+            s,
+            f"{_SUB}/messages/{{umid}}/feedback",
+            "feedback",
+            a.empty(200),
+            specs.FEEDBACK,
+        ),
+        _route("DELETE", s, f"{_SUB}/messages/{{umid}}/pii", "pii.delete", a.empty(202)),
+        _route("POST", s, f"{_SUB}/messages/exports", "exports.start", a.job_started, specs.EXPORT),
+        _route("GET", s, f"{_SUB}/messages/exports/{{jobId}}", "exports.get", a.job_result),
+        _route("DELETE", s, f"{_SUB}/messages/exports/{{jobId}}", "exports.cancel", a.empty(204)),
+        _route("GET", s, f"{_ACCT}/prices", "prices", a.prices),
+        _route(
+            "GET",
+            s,
+            f"{_ACCT}/balance",
+            "balance",
+            a.fixed(200, {"balance": 100.0, "currency": "EUR"}),
+        ),
+        _route("GET", s, f"{_ACCT}/webhooks", "webhooks.list", a.webhooks),
+        _route(
+            "POST", s, f"{_ACCT}/webhooks", "webhooks.add", a.empty(200), specs.SMS_WEBHOOKS_ADD
+        ),
+        _route(
+            "DELETE",
+            s,
+            f"{_ACCT}/webhooks",
+            "webhooks.delete",
+            a.empty(200),
+            specs.SMS_WEBHOOKS_DELETE,
+        ),
+    ]
+
+
+def _verify_routes() -> list[Route]:
+    v, base = "verify", "/api/v2/subaccounts/{sub}"
+    return [
+        _route("POST", v, f"{base}/sessions", "verify", a.verify),
+        _route("GET", v, f"{base}/sessions/{{sessionId}}", "sessions.validate", a.session),
+        _route(
+            "POST",
+            v,
+            f"{base}/sma/coverage",
+            "sma.coverage",
+            a.fixed(200, {"isAvailable": False}),
+            specs.SMA_COVERAGE,
+        ),
+    ]
+
+
+def _contacts_routes() -> list[Route]:
+    k = "contacts"
+    return [
+        _route("GET", k, f"{_ACCT}/contacts", "contacts.search", a.contacts),
+        _route("POST", k, f"{_ACCT}/contacts", "contacts.create", a.create_contact, specs.CONTACT),
+        _route(
+            "POST", k, f"{_ACCT}/contacts/blacklist/{{msisdn}}", "contacts.blacklist", a.blacklist
+        ),
+        _route("GET", k, f"{_ACCT}/contacts/{{contactId}}", "contacts.get", a.contact),
+        _route("DELETE", k, f"{_ACCT}/contacts/{{contactId}}", "contacts.delete", a.delete_contact),
+        _route(
+            "PATCH",
+            k,
+            f"{_ACCT}/contacts/{{contactId}}",
+            "contacts.update",
+            a.patch_contact,
+            specs.PATCH,
+        ),
+        _route("GET", k, f"{_ACCT}/groups", "groups.search", a.search_groups),
+        _route("POST", k, f"{_ACCT}/groups", "groups.create", a.create_group, specs.GROUP),
+        _route("GET", k, f"{_ACCT}/groups/{{groupId}}", "groups.get", a.group),
+        _route("DELETE", k, f"{_ACCT}/groups/{{groupId}}", "groups.delete", a.delete_group),
+        _route(
+            "PATCH", k, f"{_ACCT}/groups/{{groupId}}", "groups.update", a.patch_group, specs.PATCH
+        ),
+        _route(
+            "POST",
+            k,
+            f"{_ACCT}/groups/{{groupId}}/contacts",
+            "groups.add_contacts",
+            a.add_to_group,
+            specs.GROUP_CONTACTS,
+            optional=True,
+        ),
+        _route(
+            "DELETE",
+            k,
+            f"{_ACCT}/groups/{{groupId}}/contacts",
+            "groups.remove_contacts",
+            a.remove_from_group,
+            specs.GROUP_CONTACTS,
+            optional=True,
+        ),
+        _route(
+            "POST",
+            k,
+            f"{_ACCT}/contacts/batches/createContacts",
+            "batches.create_contacts",
+            a.batch_job("createContacts", upload=True),
+        ),
+        _route(
+            "POST",
+            k,
+            f"{_ACCT}/contacts/batches/deleteContacts",
+            "batches.delete_contacts",
+            a.batch_job("deleteContacts"),
+            specs.DELETE_CONTACTS,
+        ),
+        _route(
+            "POST",
+            k,
+            f"{_ACCT}/groups/batches/copyContacts",
+            "batches.copy_contacts",
+            a.batch_job("copyContacts", moves=True),
+        ),
+        _route(
+            "POST",
+            k,
+            f"{_ACCT}/groups/batches/moveContacts",
+            "batches.move_contacts",
+            a.batch_job("moveContacts", moves=True),
+        ),
+        _route(
+            "POST",
+            k,
+            f"{_ACCT}/groups/batches/deleteGroups",
+            "batches.delete_groups",
+            a.batch_job("deleteGroups"),
+            specs.DELETE_GROUPS,
+        ),
+        _route("GET", k, f"{_ACCT}/batches", "batches.list", a.batches),
+        _route("GET", k, f"{_ACCT}/batches/{{batchId}}", "batches.get", a.batch),
+    ]
+
+
+ROUTES: tuple[Route, ...] = (*_chatapps(), *_sms(), *_verify_routes(), *_contacts_routes())
+UNKNOWN = Route("*", "/{tail:.*}", "", "unknown", a.unknown, api=False)

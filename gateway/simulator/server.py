@@ -1,7 +1,8 @@
 """An 8x8 CPaaS stand-in for integration tests and benchmarks.
 
-One aiohttp server answers 8x8's send paths under a product prefix (`/chatapps`, `/sms`,
-`/verify`, `/contacts`) with 8x8's answer and error shapes, enforces 8x8's limits exactly
+One aiohttp server answers every operation of 8x8's chat-apps, SMS, Verify and Contacts
+APIs under a product prefix (`/chatapps`, `/sms`, `/verify`, `/contacts`) with 8x8's answer
+and error shapes, checks bodies as 8x8's schemas do, enforces 8x8's limits exactly
 (per subaccount and per source IP, in any sliding one-second window), records what arrived,
 injects faults on request, and is driven through `/_sim/` (see gateway/simulator/control.py).
 

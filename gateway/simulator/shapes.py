@@ -11,6 +11,9 @@ import time
 import uuid
 from typing import Any
 
+from . import specs
+from .schema import Spec, check
+
 # 8x8's numeric error codes (docs/connect/docs/api-error-codes.md)
 INVALID_PARAMETER = 1000
 INVALID_MSISDN = 1002
@@ -31,6 +34,7 @@ MSG_UNAUTHORIZED = "Request was not authenticated properly"
 MAX_BATCH = 10000  # messages (and SMS destinations) per batch in 8x8's schemas
 
 _MSISDN = re.compile(r"^\+?[1-9][0-9]{6,14}$")  # sms_api.json's destination pattern
+BILLING_PERIOD = re.compile(r"\d{4}-(0[1-9]|1[0-2])")  # usage's billingPeriod, YYYY-MM
 _SEPARATORS = str.maketrans("", "", " ()-.")
 _SMS_QUEUED = {"code": "QUEUED", "description": "SMS is accepted and queued for processing"}
 
@@ -138,7 +142,38 @@ def chat_problem(message: Any) -> tuple[int, str] | None:
         return INVALID_CONTENT_TYPE, "Invalid Content Type"
     if not isinstance(message.get("content"), dict):
         return MISSED_CONTENT, "Missed Content"
-    return None
+    return schema_problem(specs.CHAT_MESSAGE, message)
+
+
+def lon_problem(message: Any) -> tuple[int, str] | None:
+    """Why 8x8 refuses one LON message (a chat apps user, no `type`), or None."""
+    if not isinstance(message, dict):
+        return INVALID_PARAMETER, "Invalid parameter: a message must be an object"
+    user = message.get("user")
+    if not isinstance(user, dict) or (user.get("msisdn") is None and not user.get("channelUserId")):
+        return MISSED_USER, "Missed User"
+    msisdn = user.get("msisdn")
+    if msisdn is not None and not msisdn_ok(msisdn, user.get("country")):
+        return INVALID_MSISDN, MSG_MSISDN
+    if not isinstance(message.get("content"), dict):
+        return MISSED_CONTENT, "Missed Content"
+    return schema_problem(specs.LON_MESSAGE, message)
+
+
+def schema_problem(spec: Spec, value: Any) -> tuple[int, str] | None:
+    """8x8's code and message for the first way `value` breaks `spec`, or None."""
+    found = check(spec, value)
+    if found is None:
+        return None
+    if found.msisdn:
+        return INVALID_MSISDN, MSG_MSISDN
+    return INVALID_PARAMETER, f"Invalid parameter: {found.field} {found.reason}"
+
+
+def require(spec: Spec, value: Any) -> None:
+    problem = schema_problem(spec, value)
+    if problem is not None:
+        raise ApiError(*problem)
 
 
 def chat_answer(ids: Ids, clock: Clock, message: dict[str, Any]) -> dict[str, Any]:
@@ -149,25 +184,27 @@ def chat_answer(ids: Ids, clock: Clock, message: dict[str, Any]) -> dict[str, An
     return out
 
 
-def chat_single(ids: Ids, clock: Clock, body: Any) -> dict[str, Any]:
+def chat_single(ids: Ids, clock: Clock, body: Any, lon: bool = False) -> dict[str, Any]:
     message = require_object(body)
-    problem = chat_problem(message)
+    problem = lon_problem(message) if lon else chat_problem(message)
     if problem is not None:
         raise ApiError(*problem)
     return chat_answer(ids, clock, message)
 
 
-def chat_batch(ids: Ids, clock: Clock, body: Any) -> tuple[dict[str, Any], int]:
+def chat_batch(ids: Ids, clock: Clock, body: Any, lon: bool = False) -> tuple[dict[str, Any], int]:
     """The batch answer and how many messages were accepted."""
     batch = require_object(body)
     messages = _batch_list(batch.get("messages"), required=True)
-    shared = batch.get("template")
+    require(specs.LON_BATCH if lon else specs.CHAT_BATCH, batch)
+    shared = batch.get("template") if not lon else None
     shared = shared if isinstance(shared, dict) else {}
     listed = bool(batch.get("includeMessagesInResponse"))
+    judge = lon_problem if lon else chat_problem
     accepted, answers = 0, []
     for item in messages:
         message = {**shared, **item} if isinstance(item, dict) else item
-        problem = chat_problem(message)
+        problem = judge(message)
         if problem is None:
             accepted += 1
             if listed:
@@ -199,7 +236,8 @@ def sms_problem(message: Any) -> str | None:
     text = message.get("text")
     if not isinstance(text, str) or not text:
         return "Text value is missing"
-    return None
+    found = schema_problem(specs.SMS_MESSAGE, message)
+    return None if found is None else found[1]
 
 
 def sms_answer(ids: Ids, message: dict[str, Any], problem: str | None) -> dict[str, Any]:
@@ -222,9 +260,26 @@ def sms_single(ids: Ids, body: Any) -> dict[str, Any]:
     problem = sms_problem(message)
     if problem == MSG_MSISDN:
         raise ApiError(INVALID_MSISDN, MSG_MSISDN)
+    if problem is not None and problem.startswith("Invalid parameter"):
+        raise ApiError(INVALID_PARAMETER, problem)
     if problem is not None:
         raise ApiError(INVALID_TEXT, problem)
     return sms_answer(ids, message, None)
+
+
+def survey_batch(ids: Ids, batch: dict[str, Any]) -> tuple[dict[str, Any], int]:
+    """A survey batch (its body already checked against 8x8's schema)."""
+    shared = batch.get("template") or {}
+    listed = bool(batch.get("includeMessagesInResponse"))
+    accepted, answers = 0, []
+    for item in batch["messages"]:
+        message = {**shared, **item}
+        ok = msisdn_ok(message.get("destination"), message.get("country"))
+        accepted += ok
+        if listed:
+            answers.append(sms_answer(ids, message, None if ok else MSG_MSISDN))
+    total = len(batch["messages"])
+    return _batch_answer(ids, batch, accepted, total - accepted, answers), accepted
 
 
 def sms_batch(ids: Ids, body: Any) -> tuple[dict[str, Any], int]:
@@ -233,6 +288,7 @@ def sms_batch(ids: Ids, body: Any) -> tuple[dict[str, Any], int]:
     has_destinations = "destinations" in batch
     messages = _batch_list(batch.get("messages"), required=not has_destinations)
     destinations = _batch_list(batch.get("destinations"), required=not messages)
+    require(specs.SMS_BATCH, batch)
     shared = batch.get("template")
     shared = shared if isinstance(shared, dict) else {}
     listed = bool(batch.get("includeMessagesInResponse"))
@@ -252,6 +308,7 @@ def sms_batch(ids: Ids, body: Any) -> tuple[dict[str, Any], int]:
 
 def verify_session(ids: Ids, clock: Clock, sub: str, body: Any) -> dict[str, Any]:
     request = require_object(body)
+    require(specs.VERIFY_SESSION, request)
     destination = request.get("destination")
     if not msisdn_ok(destination, request.get("country")):
         raise ApiError(INVALID_MSISDN, MSG_MSISDN)

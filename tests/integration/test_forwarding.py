@@ -123,7 +123,8 @@ async def test_get_under_a_subaccount_is_forwarded_with_its_query(
         ("POST", "/chatapps/api/v1/subaccounts/acme_main/messages/other"),
         ("DELETE", SEND),
         ("PUT", SEND),
-        ("GET", "/contacts/api/v1/accounts/acme/groups"),
+        ("GET", "/contacts/api/v1/accounts/acme/unknown"),
+        ("GET", "/sms/api/v1/subaccounts/acme_main/messages/..;/x"),
         ("GET", "/sms/api/v1/subaccounts/acme_main/../../admin"),
         ("GET", "/sms/api/v1/subaccounts/acme_main/%2e%2e/x"),
         ("POST", "//evil.example.com/chatapps/api/v1/subaccounts/acme_main/messages"),
@@ -253,6 +254,25 @@ async def test_8x8_errors_pass_through_unchanged(
     assert status == 503
     assert isinstance(body["code"], int) and "gatewayCode" not in body  # 8x8's own error
     assert "X-Gateway-Reject" not in headers
+
+
+async def test_8x8s_answer_to_any_operation_passes_through_with_its_headers(
+    start_gateway: GatewayFactory, sim: SimProcess
+) -> None:
+    gw = start_gateway()
+    path = "/sms/api/v1/subaccounts/acme_main/messages/u-1"
+    sim.configure(fail_status=429, retry_after_s=7)
+    status, headers, body = await call(gw.url, path, None, method="GET")
+    assert (status, headers["Retry-After"], body["code"]) == (429, "7", 429)
+    assert "X-Gateway-Reject" not in headers and "gatewayCode" not in body
+    sim.configure(fail_status=None)
+    # 8x8's 429 cools the subaccount down for every operation, not only sends
+    status, headers, body = await call(gw.url, path, None, method="DELETE")
+    assert (status, headers["X-Gateway-Reject"]) == (429, "rate_limited.subaccount")
+    path = "/sms/api/v1/subaccounts/acme_otp/messages/u-1"
+    status, headers, body = await call(gw.url, path, None, method="DELETE")
+    assert (status, body) == (200, {"cancelledCount": 0})
+    assert headers["Content-Type"].startswith("application/json")
 
 
 async def test_dead_upstream_is_502(start_gateway: GatewayFactory, sim: SimProcess) -> None:

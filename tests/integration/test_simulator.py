@@ -11,6 +11,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from yarl import URL
 
 from tests.support.simproc import SimProcess, free_port
 
@@ -195,14 +196,101 @@ async def test_contacts_groups_contacts_and_blacklist(sim: SimProcess) -> None:
     assert held["groups"][0]["contacts"] == 1
 
 
-async def test_other_get_under_subaccount_answers_200_and_unknown_paths_404(
+async def test_message_details_answer_8x8s_shape_and_unknown_paths_404(
     sim: SimProcess,
 ) -> None:
     status, _, answer = await call(sim, "GET", "/sms/api/v1/subaccounts/acme/messages/u-1")
-    assert (status, answer["subAccountId"]) == (200, "acme")
+    assert status == 200
+    required = {"umid", "subAccountId", "direction", "status", "msisdn", "source", "body"}
+    assert required | {"encoding", "createdAt", "smsCount", "price"} <= set(answer)
+    assert (answer["umid"], answer["subAccountId"]) == ("u-1", "acme")
+    status, _, answer = await call(sim, "GET", "/chatapps/api/v1/subaccounts/acme/messages/u-2")
+    assert status == 200 and answer["data"][0]["umid"] == "u-2"
     status, _, answer = await call(sim, "POST", "/whatever/api/v1/x", {})
     assert (status, answer["code"]) == (404, 1300)
-    assert sim.stats()["per_second"]["acme"]["accepted"] == {"0": 1}
+    status, _, answer = await call(sim, "GET", "/sms/api/v1/subaccounts/acme/anything/else")
+    assert (status, answer["code"]) == (404, 1300)  # no placeholder answers for any GET
+    assert sim.stats()["per_second"]["acme"]["accepted"] == {"0": 2}
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "code"),
+    [
+        ("/chatapps/api/v1/subaccounts/acme/messages", {**CHAT, "clientMessageId": 7}, 1000),
+        ("/chatapps/api/v1/subaccounts/acme/messages", {**CHAT, "type": "fax"}, 1000),
+        ("/chatapps/api/v1/subaccounts/acme/lon", {"user": {"msisdn": "+6591234567"}}, 3004),
+        (
+            "/sms/api/v1/subaccounts/acme/messages",
+            {"destination": "+6591234567", "text": "hi", "encoding": "EBCDIC"},
+            1000,
+        ),
+        ("/sms/api/v1/subaccounts/acme/messages", {"destination": 6591234567, "text": "hi"}, 1002),
+        ("/sms/api/v1/subaccounts/acme/surveys/s1/messages", {"destination": "0123"}, 1002),
+        (
+            "/sms/api/v1/subaccounts/acme/surveys/s1/messages/batch",
+            {"messages": [{"destination": "+6591234567"}], "template": {}},
+            1000,
+        ),
+        (
+            "/verify/api/v2/subaccounts/acme/sessions",
+            {"destination": "+6591234567", "codeLength": "6"},
+            1000,
+        ),
+        ("/verify/api/v2/subaccounts/acme/sma/coverage", {"destination": "+6591234567"}, 1000),
+        ("/sms/api/v1/subaccounts/ab/messages", {"destination": "+6591234567", "text": "hi"}, 1000),
+        ("/sms/api/v1/subaccounts/acme/messages/u-1/feedback", {"outcome": "meh"}, 1000),
+        ("/sms/api/v1/subaccounts/acme/messages/u-1/feedback", None, 1000),
+        ("/contacts/api/v1/accounts/acme/contacts", {"addresses": {"msisdn": "12"}}, 1002),
+        ("/contacts/api/v1/accounts/acme/groups", {"name": ""}, 1000),
+    ],
+)
+async def test_bodies_8x8s_schema_refuses_are_400_never_echoed(
+    sim: SimProcess, path: str, body: Any, code: int
+) -> None:
+    status, _, answer = await call(sim, "POST", path, body)
+    assert (status, answer["code"]) == (400, code), answer
+    assert set(answer) == {"code", "message", "errorId", "timestamp"}
+
+
+async def test_lon_and_survey_sends_answer_like_8x8(sim: SimProcess) -> None:
+    lon = {"user": {"channelUserId": "u-77"}, "content": {"title": "Order"}}
+    status, _, answer = await call(sim, "POST", "/chatapps/api/v1/subaccounts/acme/lon", lon)
+    assert status == 200 and UUID.match(answer["umid"]) and answer["user"] == lon["user"]
+    batch = {
+        "messages": [{"destination": "+6591234567"}, {"destination": "12"}],
+        "template": {"templateBody": "Rate us"},
+        "includeMessagesInResponse": True,
+    }
+    path = "/sms/api/v1/subaccounts/acme/surveys/s1/messages/batch"
+    status, _, answer = await call(sim, "POST", path, batch)
+    assert status == 200
+    assert (answer["acceptedCount"], answer["rejectedCount"]) == (1, 1)
+    assert [m["status"]["code"] for m in answer["messages"]] == ["QUEUED", "REJECTED"]
+
+
+async def test_contacts_read_update_and_delete(sim: SimProcess) -> None:
+    base = "/contacts/api/v1/accounts/acme/contacts"
+    status, _, made = await call(sim, "POST", base, {"addresses": {"msisdn": "+6591234567"}})
+    assert status == 201
+    patch = [{"op": "replace", "path": "/firstName", "value": "Ann"}]
+    status, _, answer = await call(sim, "PATCH", f"{base}/{made['id']}", patch)
+    assert (status, answer["firstName"]) == (200, "Ann")
+    status, _, answer = await call(sim, "GET", f"{base}/{made['id']}")
+    assert (status, answer["firstName"]) == (200, "Ann")
+    status, _, _ = await call(sim, "DELETE", f"{base}/{made['id']}")
+    assert status == 204
+    status, _, answer = await call(sim, "GET", f"{base}/{made['id']}")
+    assert (status, answer["code"]) == (404, 1300)
+
+
+async def test_each_arrival_records_method_raw_path_and_key(sim: SimProcess) -> None:
+    path = "/sms/api/v1/subaccounts/acme%26co/messages/u-1/pii"
+    url = URL(sim.url + path, encoded=True)  # as written, not re-quoted
+    async with aiohttp.ClientSession() as session, session.delete(url, headers=AUTH) as resp:
+        assert resp.status == 202
+    [seen] = sim.requests()
+    assert (seen["method"], seen["raw_path"], seen["subaccount"]) == ("DELETE", path, "acme&co")
+    assert seen["headers"]["authorization"] == AUTH["Authorization"]
 
 
 # --- auth and bodies ---------------------------------------------------------------------

@@ -9,6 +9,7 @@ import pytest
 from gateway.config import ClientConfig, parse_networks
 from gateway.errors import GatewayError
 from gateway.policy.auth import Client, Clients, end_user_ip
+from gateway.routes import match
 
 TRUSTED = parse_networks(("10.0.0.0/8", "fd00::/8"))
 PROXY = "10.1.2.3"  # a trusted proxy
@@ -132,6 +133,50 @@ def test_star_means_any_subaccount() -> None:
     billing = CLIENTS.authenticate("Bearer billing-new", None)
     assert billing.may_use("acme_main")
     assert billing.may_use("anything_else")
+
+
+def test_subaccount_scope_ignores_case_as_8x8_does() -> None:
+    orders = CLIENTS.authenticate("Bearer orders-token", None)
+    assert orders.may_use("ACME_main") and orders.may_use("acme_MAIN")
+    upper = Clients([client_config("u", "u-token", subaccounts=("ACME_Main",))])
+    assert upper.authenticate("Bearer u-token", None).may_use("acme_main")
+
+
+def scoped(accounts: tuple[str, ...]) -> Client:
+    return Client("c", frozenset({"acme_main"}), (), False, frozenset(accounts))
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "accounts", "refusal"),
+    [
+        ("GET", "/sms/api/v1/subaccounts/acme_main/messages/u1", (), None),
+        ("GET", "/sms/api/v1/subaccounts/Acme_Main/messages/u1", (), None),
+        ("GET", "/sms/api/v1/subaccounts/acme_other/messages/u1", ("*",), "auth.subaccount"),
+        ("GET", "/sms/api/v1/accounts/acme/balance", (), "auth.account"),
+        ("GET", "/sms/api/v1/accounts/acme/balance", ("other",), "auth.account"),
+        ("GET", "/sms/api/v1/accounts/acme/balance", ("acme",), None),
+        ("GET", "/sms/api/v1/accounts/ACME/balance", ("acme",), None),
+        ("GET", "/contacts/api/v1/accounts/beta/groups", ("*",), None),
+        ("GET", "/chatapps/files/x.png", (), None),  # any valid token
+    ],
+)
+def test_authorize_by_subaccount_and_account(
+    method: str, path: str, accounts: tuple[str, ...], refusal: str | None
+) -> None:
+    route = match(method, path)
+    assert route is not None
+    if refusal is None:
+        scoped(accounts).authorize(route)
+        return
+    with pytest.raises(GatewayError) as info:
+        scoped(accounts).authorize(route)
+    assert info.value.code == refusal
+
+
+def test_configured_accounts_reach_the_client() -> None:
+    config = ClientConfig(name="a", token_sha256=(sha("a-token"),), accounts=("acme",))
+    client = Clients([config]).authenticate("Bearer a-token", None)
+    assert client.may_use_account("acme") and not client.may_use_account("beta")
 
 
 # --- end-user IP ---------------------------------------------------------------------------

@@ -6,25 +6,41 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.routes import Kind, Route, match
+from gateway.routes import OPERATIONS, Kind, Route, decode_segment, match
 
 SUB = "acme_main"
 
 
-@pytest.mark.parametrize(
-    ("path", "product", "kind"),
-    [
-        (f"/chatapps/api/v1/subaccounts/{SUB}/messages", "chatapps", Kind.SEND),
-        (f"/chatapps/api/v1/subaccounts/{SUB}/messages/batch", "chatapps", Kind.BATCH),
-        (f"/sms/api/v1/subaccounts/{SUB}/messages", "sms", Kind.SEND),
-        (f"/sms/api/v1/subaccounts/{SUB}/messages/batch", "sms", Kind.BATCH),
-        (f"/verify/api/v2/subaccounts/{SUB}/sessions", "verify", Kind.VERIFY),
-    ],
-)
-def test_proxied_posts(path: str, product: str, kind: Kind) -> None:
+SENDS = [
+    (f"/chatapps/api/v1/subaccounts/{SUB}/messages", "chatapps", Kind.SEND, "send"),
+    (f"/chatapps/api/v1/subaccounts/{SUB}/messages/batch", "chatapps", Kind.BATCH, "batch"),
+    (f"/chatapps/api/v1/subaccounts/{SUB}/lon", "chatapps", Kind.SEND, "lon"),
+    (f"/chatapps/api/v1/subaccounts/{SUB}/lon/batch", "chatapps", Kind.BATCH, "lon_batch"),
+    (f"/sms/api/v1/subaccounts/{SUB}/messages", "sms", Kind.SEND, "send"),
+    (f"/sms/api/v1/subaccounts/{SUB}/messages/batch", "sms", Kind.BATCH, "batch"),
+    (f"/sms/api/v1/subaccounts/{SUB}/surveys/s1/messages", "sms", Kind.SEND, "survey"),
+    (f"/sms/api/v1/subaccounts/{SUB}/surveys/s1/messages/batch", "sms", Kind.BATCH, "survey_batch"),
+    (f"/verify/api/v2/subaccounts/{SUB}/sessions", "verify", Kind.VERIFY, "verify"),
+]
+
+
+@pytest.mark.parametrize(("path", "product", "kind", "op"), SENDS)
+def test_sends(path: str, product: str, kind: Kind, op: str) -> None:
     route = match("POST", path)
-    assert route == Route(product, kind, SUB, path.removeprefix(f"/{product}"))
-    assert route.name == f"{product}.{kind}"
+    assert route == Route(product, kind, SUB, path.removeprefix(f"/{product}"), None, op)
+    assert route.name == f"{product}.{op}"
+
+
+def test_only_the_sends_are_sends() -> None:
+    sends = {(o.product, o.template) for o in OPERATIONS if o.kind is not Kind.OTHER}
+    assert len(sends) == len(SENDS)
+    assert all(o.method == "POST" for o in OPERATIONS if o.kind is not Kind.OTHER)
+    assert Kind.READ is Kind.OTHER  # the older name stays an alias
+
+
+def test_seventy_one_operations_none_twice() -> None:
+    keys = [(o.method, o.product, o.template) for o in OPERATIONS]
+    assert len(keys) == 71 == len(set(keys))
 
 
 @pytest.mark.parametrize("sub", ["abc", "a" * 50, "Acme-Main.2&co", "my_sub", "..."])
@@ -35,28 +51,84 @@ def test_subaccount_ids_of_8x8s_pattern_are_accepted(sub: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "path",
+    ("raw", "decoded"),
+    [("acme%26co", "acme&co"), ("%61cme_main", "acme_main"), ("a%2Db%2ec", "a-b.c")],
+)
+def test_a_percent_encoded_subaccount_is_decoded_and_the_path_kept_raw(
+    raw: str, decoded: str
+) -> None:
+    path = f"/sms/api/v1/subaccounts/{raw}/messages"
+    route = match("POST", path)
+    assert route is not None
+    assert (route.subaccount, route.path) == (decoded, path.removeprefix("/sms"))
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "op", "sub", "account"),
     [
-        f"/sms/api/v1/subaccounts/{SUB}/messages/abc123",
-        f"/sms/api/v1/subaccounts/{SUB}/messages/batch/xyz",
-        f"/chatapps/api/v1/subaccounts/{SUB}/channels/whatsapp/templates",
-        f"/chatapps/api/v1/subaccounts/{SUB}/messages",
-        f"/verify/api/v2/subaccounts/{SUB}/sessions/5f1c-uuid",
-        f"/sms/api/v1/subaccounts/{SUB}/x:y@z~1",
+        ("GET", f"/sms/api/v1/subaccounts/{SUB}/messages/abc123", "messages.get", SUB, None),
+        ("DELETE", f"/sms/api/v1/subaccounts/{SUB}/messages/abc123", "messages.cancel", SUB, None),
+        ("DELETE", f"/sms/api/v1/subaccounts/{SUB}/messages/batch/pii", "batch.cancel", SUB, None),
+        ("DELETE", f"/sms/api/v1/subaccounts/{SUB}/messages/u1/pii", "pii.delete", SUB, None),
+        ("GET", f"/sms/api/v1/subaccounts/{SUB}/messages/exports/j1", "exports.get", SUB, None),
+        ("GET", "/chatapps/files/a%20b.png", "files.download", None, None),
+        (
+            "GET",
+            "/chatapps/api/v1/accounts/acme/channels/wa/templates",
+            "templates.list",
+            None,
+            "acme",
+        ),
+        (
+            "PUT",
+            "/chatapps/api/v1/accounts/acme/channels/wa/flows/f1",
+            "flows.update",
+            None,
+            "acme",
+        ),
+        (
+            "GET",
+            f"/chatapps/api/v1/whatsapp/subaccounts/{SUB}/channels/wa/callPermissions",
+            "call_permissions",
+            SUB,
+            None,
+        ),
+        ("PATCH", "/contacts/api/v1/accounts/ac%2Fme/contacts/7", None, None, None),
+        ("PATCH", "/contacts/api/v1/accounts/acme/contacts/7", "contacts.update", None, "acme"),
+        (
+            "POST",
+            "/contacts/api/v1/accounts/acme/contacts/blacklist/+6591234567",
+            "contacts.blacklist",
+            None,
+            "acme",
+        ),
+        (
+            "POST",
+            "/contacts/api/v1/accounts/acme/groups/batches/copyContacts",
+            "batches.copy_contacts",
+            None,
+            "acme",
+        ),
+        (
+            "POST",
+            "/contacts/api/v1/accounts/acme/groups/12/contacts",
+            "groups.add_contacts",
+            None,
+            "acme",
+        ),
+        ("GET", f"/verify/api/v2/subaccounts/{SUB}/sessions/s1", "sessions.validate", SUB, None),
     ],
 )
-def test_gets_under_a_subaccount_are_reads(path: str) -> None:
-    route = match("GET", path)
+def test_other_operations(
+    method: str, path: str, op: str | None, sub: str | None, account: str | None
+) -> None:
+    route = match(method, path)
+    if op is None:
+        assert route is None
+        return
     assert route is not None
-    assert route.kind is Kind.READ
-    assert route.subaccount == SUB
+    assert (route.kind, route.op, route.subaccount, route.account) == (Kind.OTHER, op, sub, account)
     assert "/" + route.product + route.path == path
-
-
-def test_read_subaccount_is_the_first_after_subaccounts() -> None:
-    route = match("GET", "/sms/api/v1/subaccounts/acme_a/subaccounts/acme_b/x")
-    assert route is not None
-    assert route.subaccount == "acme_a"
 
 
 @pytest.mark.parametrize(
@@ -64,20 +136,32 @@ def test_read_subaccount_is_the_first_after_subaccounts() -> None:
     [
         f"/sms/api/v1/subaccounts/{SUB}",  # nothing after the subaccount
         f"/sms/api/v1/subaccounts/{SUB}/",
-        f"/contacts/api/v1/subaccounts/{SUB}/groups",  # not a proxied product
-        f"/sms/v1/subaccounts/{SUB}/messages",  # not under /api
-        f"/sms/api/v1/subaccounts/{SUB}/../../other_sub/messages",
-        f"/sms/api/v1/subaccounts/{SUB}/./messages",
+        f"/sms/api/v1/subaccounts/{SUB}/messages/",
+        f"/contacts/api/v1/subaccounts/{SUB}/messages/x",  # not a contacts path
+        f"/sms/v1/subaccounts/{SUB}/messages/x",  # not under /api
+        f"/sms/api/v1/subaccounts/{SUB}/../../other_sub/messages/x",
+        f"/sms/api/v1/subaccounts/{SUB}/./messages/x",
         f"/sms/api/v1/subaccounts/{SUB}/messages/..",
         f"/sms/api/v1/subaccounts/{SUB}/messages/.",
-        f"/sms/api/v1/subaccounts/{SUB}/%2e%2e/x",
-        f"/sms/api/v1/subaccounts/{SUB}/messages%2Fbatch",
+        f"/sms/api/v1/subaccounts/{SUB}/messages/..;",
+        f"/sms/api/v1/subaccounts/{SUB}/messages/..;x",
+        f"/sms/api/v1/subaccounts/{SUB}/messages/abc;jsessionid=1",
+        f"/sms/api/v1/subaccounts/{SUB}/messages/abc%3B",
+        f"/sms/api/v1/subaccounts/{SUB}/messages/%2e%2e",
+        f"/sms/api/v1/subaccounts/{SUB}/messages/%2E",
+        f"/sms/api/v1/subaccounts/{SUB};/messages/x",
+        f"/sms/api/v1/subaccounts/{SUB}/messages/a%2Fb",
+        f"/sms/api/v1/subaccounts/{SUB}/messages/a%5Cb",
+        f"/sms/api/v1/subaccounts/{SUB}/messages/a%00",
+        f"/sms/api/v1/subaccounts/{SUB}/messages/%zz",
+        f"/sms/api/v1/subaccounts/{SUB}/messages/%ff",  # not UTF-8
         f"/sms/api/v1/subaccounts/{SUB}//messages",
-        "/sms/api/v1/subaccounts/ab/messages",  # subaccount id too short
-        f"/sms/api/v1/subaccounts/{'a' * 51}/messages",  # too long
-        "/sms/api/v1/subaccounts/acme%20main/messages",
-        "/sms/api/v1/subaccounts/acme main/messages",
-        f"/SMS/api/v1/subaccounts/{SUB}/messages",
+        "/sms/api/v1/subaccounts/ab/messages/x",  # subaccount id too short
+        f"/sms/api/v1/subaccounts/{'a' * 51}/messages/x",  # too long
+        "/sms/api/v1/subaccounts/acme%20main/messages/x",
+        "/sms/api/v1/subaccounts/acme main/messages/x",
+        f"/SMS/api/v1/subaccounts/{SUB}/messages/x",
+        "/chatapps/files/",
         "/healthz",
         "/",
         "",
@@ -98,9 +182,10 @@ def test_other_gets_are_not_routed(path: str) -> None:
         f"/chatapps/api/v1/subaccounts/{SUB}/messages?x=1",
         f"/chatapps/api/v1/subaccounts/{SUB}/templates",
         f"/contacts/api/v1/subaccounts/{SUB}/messages",
+        f"/verify/api/v1/subaccounts/{SUB}/lon",
         "/sms/api/v1/subaccounts/ab/messages",
-        "/sms/api/v1/subaccounts/%61cme_main/messages",
         f"/sms/api/v1/subaccounts/{SUB}/./messages",
+        f"/sms/api/v1/subaccounts/{SUB}/..;/messages",
         f"//sms/api/v1/subaccounts/{SUB}/messages",
     ],
 )
@@ -108,7 +193,7 @@ def test_other_posts_are_not_routed(path: str) -> None:
     assert match("POST", path) is None
 
 
-@pytest.mark.parametrize("method", ["PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "post", "get"])
+@pytest.mark.parametrize("method", ["PUT", "PATCH", "HEAD", "OPTIONS", "TRACE", "post", "get"])
 @pytest.mark.parametrize(
     "path",
     [f"/sms/api/v1/subaccounts/{SUB}/messages", f"/sms/api/v1/subaccounts/{SUB}/messages/abc"],
@@ -122,6 +207,7 @@ def test_other_methods_are_not_routed(method: str, path: str) -> None:
     [
         ("POST", f"/sms/api/v1/subaccounts/{SUB}/messages\n"),
         ("GET", f"/sms/api/v1/subaccounts/{SUB}/messages/abc\n"),
+        ("GET", f"/sms/api/v1/subaccounts/{SUB}/messages/abc%0A"),
     ],
 )
 def test_a_trailing_newline_is_not_routed(method: str, path: str) -> None:
@@ -130,7 +216,9 @@ def test_a_trailing_newline_is_not_routed(method: str, path: str) -> None:
 
 # --- properties ----------------------------------------------------------------------------
 
-ODD_SEGMENT = st.sampled_from([".", "..", "", "%2e", "a%2Fb", "x y", "é", "~ok", "ab", "a" * 51])
+ODD_SEGMENT = st.sampled_from(
+    [".", "..", "..;", "", "%2e", "%2E%2e", "a%2Fb", "a%3b", "x y", "é", "~ok", "ab", "a" * 51]
+)
 SEGMENT = (
     st.sampled_from(["api", "v1", "v2", "subaccounts", SUB, "messages", "batch", "sessions"])
     | ODD_SEGMENT
@@ -161,6 +249,9 @@ PRODUCT_PATHS = st.sampled_from(
         "/{p}/api/v2/subaccounts/{s}/sessions",
         "/{p}/api/v1/subaccounts/{s}/messages/{x}",
         "/{p}/api/v1/subaccounts/{s}/channels/{x}/templates",
+        "/{p}/api/v1/accounts/{s}/channels/{x}/templates",
+        "/{p}/api/v1/subaccounts/{s}/messages/{x}/pii",
+        "/{p}/api/v1/accounts/{s}/contacts/{x}",
     ]
 )
 PATHS = st.builds(
@@ -174,21 +265,22 @@ PATHS = st.builds(
     ),
     st.lists(st.tuples(st.integers(0, 2), st.integers(0, 9), SEGMENT), max_size=2),
 )
-METHODS = st.sampled_from(["GET", "POST", "PUT", "DELETE", "HEAD"])
+METHODS = st.sampled_from(["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD"])
 
 
 def check_route(method: str, path: str) -> None:
     route = match(method, path)
     if route is None:
         return
-    assert route.product in ("chatapps", "sms", "verify")
+    assert route.product in ("chatapps", "sms", "verify", "contacts")
     assert "/" + route.product + route.path == path
-    segments = path.split("/")
-    assert "." not in segments and ".." not in segments and "" not in segments[1:]
-    assert "%" not in path
-    assert f"/subaccounts/{route.subaccount}/" in path + "/"
-    assert method in ("GET", "POST")
-    assert (method == "GET") == (route.kind is Kind.READ)
+    decoded = [decode_segment(s) for s in path.split("/")[1:]]
+    assert None not in decoded  # no ., .., ;, /, \\, control character or bad escape
+    if route.subaccount is not None:
+        assert f"/subaccounts/{route.subaccount}/" in "/".join(map(str, decoded)) + "/"
+    assert method in ("GET", "POST", "PUT", "DELETE", "PATCH")
+    if route.kind is not Kind.OTHER:
+        assert method == "POST"
 
 
 @settings(max_examples=200, deadline=None)
