@@ -1,13 +1,20 @@
 """8x8's webhooks: inbound messages (STOP/START keywords change opt-outs) and WhatsApp
 template status, quality and category updates.
 
-Both take the webhook secret as a Bearer token, a Basic-auth password or `?token=`. An
-event takes effect before its 200 is sent. The answer is `{"status": "ok", "effect": ...}`
-for every well-formed event, including those that change nothing (other event types,
-non-text messages, texts that are no keyword). Malformed JSON, a body that is not an
-object, and a template event missing what it needs are 400 `request.invalid`; a store that
-fails is 503 `store.unavailable`, so 8x8 retries the event (1, 10, 30, 90 s) instead of
-losing a STOP.
+Both take the webhook secret as a Bearer token, a Basic-auth password or `?token=`
+(gateway/policy/guard.py: the right secret always passes). An event takes effect before
+its 200 is sent. The answer is `{"status": "ok", "effect": ...}` for every well-formed
+event, including those that change nothing (other event types, non-text messages, texts
+that are no keyword, `stale` events). Malformed JSON, a body that is not an object, and a
+template event missing what it needs are 400 `request.invalid`; a store that fails is 503
+`store.unavailable`, so 8x8 retries the event (1, 10, 30, 90 s) instead of losing a STOP.
+
+STOP and START apply in the order they happened, not the order they arrive: the store
+keeps the time of each identity's last change (`Store.optout_event`), and an event stamped
+earlier (its payload `timestamp`, at most FUTURE_SKEW_US ahead of this host's clock; none:
+now) is answered `stale`. A chat-apps sender is recorded under its E.164 number and its
+channel user (`keys.channel_user_id`). A STOP also queues the number for 8x8's blacklist
+(`policy.push_optouts`) and cancels the person's scheduled sends (gateway/scheduled.py).
 """
 
 from __future__ import annotations
