@@ -112,7 +112,7 @@ async def _forward(
     info["decision"] = "forwarded"
     info["upstream_status"] = answer.status
     state.metrics.upstream(route.product, answer.status, answer.seconds)
-    await scheduled.remember(request.app, route.product, request.method, route.path, raw, answer)
+    await scheduled.remember(request.app, route.product, request.method, route.path, body, answer)
     payload = answer.body
     if report is not None and 200 <= answer.status < 300:
         payload = answers.with_rejected(payload, report)

@@ -5,7 +5,7 @@ A send accepted while its recipient could receive it may be scheduled for later 
 STOP before then, 8x8 would still deliver it; so:
 
 - `remember` (the proxy's hook after a 2xx answer): the `umid` 8x8 gave a scheduled send
-  is kept in the store per account and recipient (the E.164 number, or the channel user
+  (a single send, or each SMS of a batch) is kept in the store per account and recipient (the E.164 number, or the channel user
   for a chat-apps send addressed by `channelUserId` only) until its scheduled time plus
   `MARGIN_US`. A recipient who opted out in between gets the cancel at once.
 - `cancel_for` (webhook STOP, admin PUT, a blacklist add): queues the person; one worker
@@ -16,8 +16,9 @@ STOP before then, 8x8 would still deliver it; so:
   and the entry is forgotten; 408/425/429, 5xx and failures are retried with backoff up
   to `MAX_ATTEMPTS`; anything else is logged and forgotten.
 
-Batches are not tracked: 8x8 answers them with a batch id, not one `umid` per message.
-An entry outlives a process that dies mid-cancel (it stays in the store until its margin
+SMS batches are tracked when sent with `includeMessagesInResponse` (their answer lists a
+`umid` per message); without it, and for chat-apps batches (no `scheduled` in 8x8's
+batch schema), 8x8 gives only a batch id, whose cancel would hit every recipient. An entry outlives a process that dies mid-cancel (it stays in the store until its margin
 passes) but is only retried by the person's next opt-out.
 """
 
@@ -29,6 +30,7 @@ import random
 import re
 import time
 from collections.abc import AsyncIterator, Sequence
+from functools import partial
 from typing import Any
 from urllib.parse import quote, unquote
 
@@ -52,7 +54,8 @@ DRAIN_S = 5.0
 QUEUE_MAX = 100_000
 _DONE = frozenset({404, 409})
 _RETRY = frozenset({408, 425, 429})
-_SEND = re.compile(r"/api/v1/subaccounts/(?P<sub>[^/]+)/messages")
+_SEND = re.compile(r"/api/v1/subaccounts/(?P<sub>[^/]+)/messages(?P<batch>/batch)?")
+_CHUNK = 200  # store calls in flight while remembering a batch
 _PRODUCTS = frozenset({"chatapps", "sms"})
 WHATSAPP = "whatsapp"  # chat-apps `user.channelUserId` is a WhatsApp user id (BSUID)
 
@@ -94,30 +97,75 @@ def scheduled_at_us(body: dict[str, Any], now_us: int) -> int | None:
     return at if at > now_us else None
 
 
+Found = tuple[str, str, int]  # (recipient identity, umid, forget after: µs since the epoch)
+
+
+def single_send(product: str, body: dict[str, Any], reply: dict[str, Any], now: int) -> list[Found]:
+    """The scheduled single send 8x8 accepted, if it is one."""
+    umid, at = reply.get("umid"), scheduled_at_us(body, now)
+    who = recipient(product, body)
+    if not isinstance(umid, str) or not umid or at is None or who is None:
+        return []
+    return [(who, umid, at + MARGIN_US)]
+
+
+def sms_batch(body: dict[str, Any], reply: dict[str, Any], now: int) -> list[Found]:
+    """The scheduled SMS of a batch 8x8 accepted with `includeMessagesInResponse`: its
+    answer lists each message (with its `umid`) in the order of the batch's `messages`,
+    then its `destinations`, each combined with the batch `template`."""
+    shared = body.get("template")
+    shared = shared if isinstance(shared, dict) else {}
+    messages, destinations = body.get("messages"), body.get("destinations")
+    sent: list[dict[str, Any]] = [
+        {**shared, **m} for m in (messages if isinstance(messages, list) else ())
+        if isinstance(m, dict)
+    ]  # fmt: skip
+    sent += [{**shared, "destination": d} for d in
+             (destinations if isinstance(destinations, list) else ())]  # fmt: skip
+    answered = reply.get("messages")
+    if not isinstance(answered, list) or len(answered) != len(sent):
+        return []
+    found = []
+    for message, answer in zip(sent, answered, strict=True):
+        umid = answer.get("umid") if isinstance(answer, dict) else None
+        at, who = scheduled_at_us(message, now), recipient("sms", message)
+        if isinstance(umid, str) and umid and at is not None and who is not None:
+            found.append((who, umid, at + MARGIN_US))
+    return found
+
+
 async def remember(
-    app: web.Application, product: str, method: str, path: str, raw: bytes, answer: Answer
+    app: web.Application, product: str, method: str, path: str, sent: bytes | None, answer: Answer
 ) -> None:
-    """Keep the `umid` of a scheduled single send 8x8 accepted (the proxy's hook after a
-    2xx). Never raises: a failure is logged, the caller's answer stands."""
+    """Keep the `umid`s of scheduled sends 8x8 accepted (the proxy's hook after it
+    answered, given the body as forwarded). Never raises: a failure is logged, the
+    caller's answer stands."""
     if method != "POST" or product not in _PRODUCTS or not 200 <= answer.status < 300:
         return
     m = _SEND.fullmatch(path)
-    if m is None or b'"scheduled"' not in raw:
+    if m is None or not sent or b'"scheduled"' not in sent or (m["batch"] and product != "sms"):
         return
     state = app[STATE]
     try:
-        body, reply = orjson.loads(raw), orjson.loads(answer.body)
+        body, reply = orjson.loads(sent), orjson.loads(answer.body)
         if not isinstance(body, dict) or not isinstance(reply, dict):
             return
-        umid, at = reply.get("umid"), scheduled_at_us(body, time.time_ns() // 1000)
-        who = recipient(product, body)
-        if not isinstance(umid, str) or not umid or at is None or who is None:
+        now = time.time_ns() // 1000
+        read = sms_batch if m["batch"] else partial(single_send, product)
+        found = read(body, reply, now)
+        if not found:
             return
         sub = unquote(m["sub"])
         account = state.config.account_of(sub)
-        await state.store.scheduled_add(account, who, entry(product, sub, umid), at + MARGIN_US)
-        if await state.store.optout_contains(account, who):  # a STOP came in meanwhile
-            cancel_for(app, account, [who])
+        store = state.store
+        for i in range(0, len(found), _CHUNK):
+            chunk = found[i : i + _CHUNK]
+            await asyncio.gather(*(store.scheduled_add(account, who, entry(product, sub, umid), until)
+                                   for who, umid, until in chunk))  # fmt: skip
+            opted = await asyncio.gather(*(store.optout_contains(account, w) for w, _, _ in chunk))
+            late = [who for (who, _, _), out in zip(chunk, opted, strict=True) if out]
+            if late:  # a STOP came in while the send was on its way: cancel it now
+                cancel_for(app, account, late)
     except Exception as exc:
         state.log.warning("scheduled.remember_failed", error=type(exc).__name__)
 

@@ -92,6 +92,28 @@ async def test_an_admin_opt_out_cancels_scheduled_sms(client: Client, sim: SimPr
     assert seen["headers"]["authorization"] == f"Bearer {API_KEY}"
 
 
+async def test_scheduled_sms_of_a_batch_are_cancelled_one_by_one(
+    client: Client, sim: SimProcess
+) -> None:
+    batch = {"messages": [{"destination": "9123 4567", "country": "SG", "text": "a"},
+                          {"destination": "+6590000001", "text": "now", "scheduled": None}],
+             "destinations": ["+6598765432"], "includeMessagesInResponse": True,
+             "template": {"text": "hi", "scheduled": later(600)}}  # fmt: skip
+    answer = await send(client, SMS + "/batch", batch)
+    umids = [m["umid"] for m in answer["messages"]]
+    store = store_of(client)
+    assert len(await store.scheduled_list("acme", NUMBER)) == 1
+    assert await store.scheduled_list("acme", "+6590000001") == []  # not scheduled
+    assert len(await store.scheduled_list("acme", "+6598765432")) == 1
+    stop = {"namespace": "SMS", "eventType": "inbound_message_received",
+            "payload": {"subAccountId": "acme_main", "source": "6598765432", "body": "STOP"}}  # fmt: skip
+    assert (await post(client, "/webhooks/inbound", stop))[1]["effect"] == "opted_out"
+    await eventually(lambda: cancels(sim, "sms") == [f"{SMS}/{umids[2]}"])
+    without = {**batch, "includeMessagesInResponse": False}
+    await send(client, SMS + "/batch", without)  # no umids: nothing to remember
+    assert len(await store.scheduled_list("acme", NUMBER)) == 1
+
+
 @pytest.mark.parametrize(
     "body",
     [chat_send(None), chat_send(later(-60)), chat_send("tomorrow"), chat_send(12)],
