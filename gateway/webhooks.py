@@ -162,7 +162,9 @@ def identities(namespace: str, payload: dict[str, Any]) -> list[str]:
     if msisdn is not None:
         found.append(msisdn)
     if namespace == "chatapps":
-        user, channel = payload.get("user"), payload.get("channel")
+        user, channel, to = payload.get("user"), payload.get("channel"), payload.get("recipient")
+        if not isinstance(channel, str) and isinstance(to, dict):
+            channel = to.get("channel")
         cuid = user.get("channelUserId") if isinstance(user, dict) else None
         if _usable(channel, 64) and _usable(cuid, 256):
             found.append(keys.channel_user_id(channel, cuid))

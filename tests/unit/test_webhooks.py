@@ -363,6 +363,10 @@ async def test_stop_records_the_number_and_the_channel_user(make_client: MakeCli
     assert await store.optout_contains("acme", NUMBER)
     assert await store.optout_contains("acme", "cu:whatsapp:6591234567")
     assert keys.channel_user_id("WhatsApp", "US.1349") == "cu:whatsapp:US.1349"
+    viber = chat("STOP", msisdn=None, channel=None)
+    viber["payload"]["recipient"]["channel"] = "Viber"
+    assert (await post(client, INBOUND, viber))[1]["effect"] == "opted_out"
+    assert await store.optout_contains("acme", "cu:viber:6591234567")
     only_user = no_channel_user(chat("START", msisdn=None))
     only_user["payload"]["user"]["channelUserId"] = "6591234567"
     assert (await post(client, INBOUND, only_user))[1]["effect"] == "opted_in"
