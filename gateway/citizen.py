@@ -41,6 +41,7 @@ BLACKLIST = re.compile(
 )
 PENDING = "PENDING"
 _MAX_FINDINGS = 50
+LINT_MAX_BYTES = 1 << 20  # a template is a few KB; larger bodies are not linted on the loop
 
 
 def _account(match: re.Match[str]) -> str | None:
@@ -67,6 +68,9 @@ def blacklist_add(method: str, product: str, path: str) -> tuple[str, str] | Non
 
 def lint_findings(body: bytes) -> list[lint.Finding]:
     """The linter's findings for a create-template body (8x8's shape is Meta's)."""
+    if len(body) > LINT_MAX_BYTES:
+        text = f"body over {LINT_MAX_BYTES} bytes is no template"
+        return [lint.Finding("request", "-", "-", "error", "template.invalid", text)]
     try:
         template: Any = orjson.loads(body)
     except orjson.JSONDecodeError:
@@ -105,7 +109,12 @@ def check(
 
 
 async def after(
-    app: web.Application, method: str, product: str, path: str, body: bytes, answer: Answer
+    app: web.Application,
+    method: str,
+    product: str,
+    path: str,
+    body: bytes | None,
+    answer: Answer,
 ) -> None:
     """After 8x8 answered: a created template enters the registry, a blacklisted number is
     opted out. Only on a 2xx; never raises (a failure is logged, 8x8's answer stands)."""
@@ -115,7 +124,7 @@ async def after(
     try:
         account = template_create(method, product, path)
         if account is not None:
-            await register_template(app, account, body, answer)
+            await register_template(app, account, body or b"", answer)
             return
         found = blacklist_add(method, product, path)
         if found is not None:
@@ -125,6 +134,8 @@ async def after(
 
 
 def _json(raw: bytes) -> Any:
+    if not raw:
+        return None
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError:

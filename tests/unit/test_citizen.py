@@ -105,7 +105,8 @@ async def test_only_template_creates_are_linted(make: Any) -> None:
                                   ("POST", "chatapps", "/api/v1/accounts/a%7Bb/channels/c/templates"),
                                   ("POST", "chatapps", "/api/v1/subaccounts/s/messages")):  # fmt: skip
         assert citizen.check(app, method, product, path, bad) is None
-    for raw in (b"{not json", b"[1]"):
+    huge = orjson.dumps({**GOOD, "pad": "x" * citizen.LINT_MAX_BYTES})
+    for raw in (b"{not json", b"[1]", huge):
         refused = citizen.check(app, "POST", "chatapps", CREATE + "?x=1", raw)
         assert refused is not None and refused.status == 400
 
