@@ -39,7 +39,7 @@ def end_user_bucket(ip: str) -> str:
 
 def optout_changes(account: str) -> str:
     """Hash: opt-out identity -> time of its last change (µs), for ordering STOP/START."""
-    return f"gw:{{{account}}}:optout_at"
+    return f"gw:{{{account}}}:optout:at"  # kind "optout": kept without TTL like the set
 
 
 def scheduled(account: str, identity: str) -> str:
