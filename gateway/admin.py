@@ -16,13 +16,14 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from gateway import optoutpush, templatesync
-from gateway.errors import GatewayError, error_response, from_exception, now_rfc3339
+from gateway import optoutpush, scheduled, templatesync
+from gateway.errors import GatewayError, error_response, now_rfc3339
 from gateway.messages import invalid, normalise
 from gateway.policy.decider import is_store_failure
+from gateway.policy.guard import refusal
 from gateway.state import LOG, STATE, State
 from gateway.store.base import BucketSpec, ConsentRecord, TemplateRecord
-from gateway.webhooks import ACCOUNT, add_optout, read_object
+from gateway.webhooks import ACCOUNT, read_object, record_optout
 
 PREFIX = "/admin/v1"
 DEFAULT_LIMIT = 100
@@ -38,6 +39,7 @@ Action = Callable[[web.Request, State], Awaitable[web.StreamResponse]]
 def setup(app: web.Application) -> None:
     """Register the admin routes on `app` (before the proxy's catch-all)."""
     templatesync.install(app)
+    scheduled.install(app)
     add = app.router.add_route
     account = PREFIX + "/accounts/{account}"
     for method, path, name, action in (
@@ -64,7 +66,7 @@ def _admin(name: str, action: Action) -> Handler:
             state.guard.check(request, state.secrets["admin"])
             return await action(request, state)
         except GatewayError as exc:
-            return from_exception(exc)
+            return refusal(exc)
         except Exception as exc:
             if not is_store_failure(exc):
                 raise
@@ -126,17 +128,18 @@ def _done() -> web.Response:
 
 
 async def optout_put(request: web.Request, state: State) -> web.StreamResponse:
+    """An opt-out as of now (it wins over any older STOP/START event still to arrive); the
+    person's pending scheduled sends are cancelled."""
     account, msisdn = _account(request), _msisdn(request)
-    await add_optout(state, account, msisdn)
+    await record_optout(state, account, [msisdn], True, None)
     optoutpush.push(request.app, account, msisdn)
+    scheduled.cancel_for(request.app, account, [msisdn])
     return _done()
 
 
 async def optout_delete(request: web.Request, state: State) -> web.StreamResponse:
     account, msisdn = _account(request), _msisdn(request)
-    await state.store.optout_remove(account, msisdn)
-    if state.snapshot is not None:
-        state.snapshot.note_optout(account, msisdn, False)
+    await record_optout(state, account, [msisdn], False, None)
     return _done()
 
 

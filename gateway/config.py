@@ -97,6 +97,9 @@ class AccountConfig:
 @dataclass(frozen=True, slots=True)
 class TemplatesConfig:
     sync_s: int = 300
+    # templates created through the gateway: lint first; enforce: 400 when Meta would
+    # reject it, warn: log the findings and forward, off: forward unread
+    lint_on_create: Literal["enforce", "warn", "off"] = "enforce"
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,7 +7,7 @@ import asyncio
 import aiohttp
 from aiohttp import web
 
-from gateway import answers, messages, routes
+from gateway import answers, messages, routes, scheduled
 from gateway.bodies import read_body
 from gateway.errors import GatewayError, error_response, from_exception
 from gateway.messages import ParsedSend
@@ -117,6 +117,7 @@ async def _forward(
     info["decision"] = "forwarded"
     info["upstream_status"] = answer.status
     state.metrics.upstream(route.product, answer.status, answer.seconds)
+    await scheduled.remember(request.app, route.product, request.method, route.path, body, answer)
     payload = answer.body
     if report is not None and 200 <= answer.status < 300:
         payload = answers.with_rejected(payload, report)

@@ -1,31 +1,42 @@
 """8x8's webhooks: inbound messages (STOP/START keywords change opt-outs) and WhatsApp
 template status, quality and category updates.
 
-Both take the webhook secret as a Bearer token, a Basic-auth password or `?token=`. An
-event takes effect before its 200 is sent. The answer is `{"status": "ok", "effect": ...}`
-for every well-formed event, including those that change nothing (other event types,
-non-text messages, texts that are no keyword). Malformed JSON, a body that is not an
-object, and a template event missing what it needs are 400 `request.invalid`; a store that
-fails is 503 `store.unavailable`, so 8x8 retries the event (1, 10, 30, 90 s) instead of
-losing a STOP.
+Both take the webhook secret as a Bearer token, a Basic-auth password or `?token=`
+(gateway/policy/guard.py: the right secret always passes). An event takes effect before
+its 200 is sent. The answer is `{"status": "ok", "effect": ...}` for every well-formed
+event, including those that change nothing (other event types, non-text messages, texts
+that are no keyword, `stale` events). Malformed JSON, a body that is not an object, and a
+template event missing what it needs are 400 `request.invalid`; a store that fails is 503
+`store.unavailable`, so 8x8 retries the event (1, 10, 30, 90 s) instead of losing a STOP.
+
+STOP and START apply in the order they happened, not the order they arrive: the store
+keeps the time of each identity's last change (`Store.optout_event`), and an event stamped
+earlier (its payload `timestamp`, at most FUTURE_SKEW_US ahead of this host's clock; none:
+now) is answered `stale`. A chat-apps sender is recorded under its E.164 number and its
+channel user (`keys.channel_user_id`). A STOP also queues the number for 8x8's blacklist
+(`policy.push_optouts`) and cancels the person's scheduled sends (gateway/scheduled.py).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Awaitable, Callable, Sequence
 from functools import lru_cache
-from typing import Any
+from typing import Any, TypeGuard
 
 import orjson
 from aiohttp import web
 
-from gateway import optoutpush, templatesync
+from gateway import optoutpush, scheduled, templatesync
 from gateway.bodies import read_body
-from gateway.errors import GatewayError, error_response, from_exception, now_rfc3339
+from gateway.errors import GatewayError, error_response, now_rfc3339
 from gateway.messages import decode_object, invalid, normalise
 from gateway.policy.decider import is_store_failure
+from gateway.policy.guard import refusal
 from gateway.state import LOG, STATE, State
+from gateway.store import keys
+from gateway.store.gcra import instant_us
 
 INBOUND = "/webhooks/inbound"
 TEMPLATES = "/webhooks/templates"
@@ -35,6 +46,7 @@ _NAMESPACES = frozenset({"chatapps", "sms"})
 _TEMPLATE_EVENTS = frozenset(
     {"template_status_update", "template_quality_update", "template_category_update"}
 )
+FUTURE_SKEW_US = 300_000_000  # an event's timestamp may be this far ahead of our clock
 ADVISORY = "template_correct_category_detection"  # Meta's hint only: the category stays
 # otherInfo.title of a status update → the status stored (INTERFACE.md; the pauses need a
 # manual or timed unpause, UNPAUSE makes the template sendable again)
@@ -54,6 +66,7 @@ def setup(app: web.Application) -> None:
     the template sync, both started and stopped with the app through cleanup_ctx)."""
     templatesync.install(app)
     optoutpush.install(app)
+    scheduled.install(app)
     app.cleanup_ctx.append(templatesync.lifecycle)
     app.router.add_post(INBOUND, _handler("inbound", apply_inbound))
     app.router.add_post(TEMPLATES, _handler("templates", apply_template))
@@ -70,7 +83,7 @@ def _handler(kind: str, apply: Apply) -> Callable[[web.Request], Awaitable[web.R
             effect = await apply(request, state, body)
         except GatewayError as exc:
             _count(state, kind, "refused" if exc.code.startswith(("auth", "rate")) else "invalid")
-            return from_exception(exc)
+            return refusal(exc)
         except Exception as exc:
             if not is_store_failure(exc):
                 raise
@@ -141,6 +154,41 @@ def _sender(namespace: str, payload: dict[str, Any]) -> str | None:
         return None
 
 
+def identities(namespace: str, payload: dict[str, Any]) -> list[str]:
+    """Every identity an inbound message's sender is known by: the E.164 number, and for
+    chat apps the channel user (`keys.channel_user_id`), since a send may name either."""
+    found = []
+    msisdn = _sender(namespace, payload)
+    if msisdn is not None:
+        found.append(msisdn)
+    if namespace == "chatapps":
+        user, channel, to = payload.get("user"), payload.get("channel"), payload.get("recipient")
+        if not isinstance(channel, str) and isinstance(to, dict):
+            channel = to.get("channel")
+        cuid = user.get("channelUserId") if isinstance(user, dict) else None
+        if _usable(channel, 64) and _usable(cuid, 256):
+            found.append(keys.channel_user_id(channel, cuid))
+    return found
+
+
+def _usable(value: Any, limit: int) -> TypeGuard[str]:
+    return isinstance(value, str) and bool(value.strip()) and len(value) <= limit
+
+
+def event_time_us(payload: dict[str, Any]) -> int:
+    """When the event happened (µs since the epoch): its `timestamp`, at most
+    FUTURE_SKEW_US ahead of this host's clock (so a wrong clock cannot freeze a number's
+    opt-out state); without a readable one, now."""
+    now = time.time_ns() // 1000
+    when = templatesync.instant(payload.get("timestamp"))
+    if when is None:
+        return now
+    try:
+        return min(instant_us(when), now + FUTURE_SKEW_US)
+    except (ValueError, OverflowError):
+        return now
+
+
 async def apply_inbound(request: web.Request, state: State, body: dict[str, Any]) -> str:
     namespace, payload = body.get("namespace"), body.get("payload")
     if not isinstance(namespace, str) or namespace.lower() not in _NAMESPACES:
@@ -155,8 +203,8 @@ async def apply_inbound(request: web.Request, state: State, body: dict[str, Any]
     stop = said in _keywords(policy.stop_keywords)  # STOP wins when a word is in both lists
     if not stop and said not in _keywords(policy.start_keywords):
         return "no_keyword"
-    msisdn = _sender(namespace.lower(), payload)
-    if msisdn is None:
+    who = identities(namespace.lower(), payload)
+    if not who:
         return "ignored"
     sub = payload.get("subAccountId")
     account = (
@@ -165,26 +213,42 @@ async def apply_inbound(request: web.Request, state: State, body: dict[str, Any]
         else state.config.upstream.account_id
     )
     info = request[LOG]
-    info["account"], info["msisdn"] = account, msisdn
+    info["account"], info["msisdn"] = account, who[0]
+    applied = await record_optout(state, account, who, stop, event_time_us(payload))
+    if not any(applied):
+        return "stale"  # a later STOP or START is stored: 8x8 retried an older event
     if stop:
-        await add_optout(state, account, msisdn)
-        info["pushed"] = optoutpush.push(request.app, account, msisdn)
+        changed = [i for i, done in zip(who, applied, strict=True) if done]
+        if changed[0] == who[0] and who[0].startswith("+"):
+            info["pushed"] = optoutpush.push(request.app, account, who[0])
+        scheduled.cancel_for(request.app, account, changed)
         return "opted_out"
-    await state.store.optout_remove(account, msisdn)
-    if state.snapshot is not None:
-        state.snapshot.note_optout(account, msisdn, False)
     return "opted_in"
 
 
-async def add_optout(state: State, account: str, msisdn: str) -> None:
-    """Store an opt-out, and note it in this worker's compliance snapshot before (so the
-    fallback enforces it here even if the store write fails) and after (so the note
-    outlives a snapshot load that began in between)."""
-    if state.snapshot is not None:
-        state.snapshot.note_optout(account, msisdn, True)
-    await state.store.optout_add(account, msisdn)
-    if state.snapshot is not None:
-        state.snapshot.note_optout(account, msisdn, True)
+async def record_optout(
+    state: State, account: str, who: Sequence[str], opted_out: bool, at_us: int | None
+) -> list[bool]:
+    """Opt `who` out (or back in) as of `at_us` (None: now, as the admin API does); per
+    identity, whether it applied (False: a later change is stored).
+
+    An opt-out is noted in this worker's compliance snapshot before the write (so the
+    fallback enforces it here even if the write fails) and after it (so the note outlives
+    a snapshot load that began in between); what did not apply is noted as the store has it.
+    """
+    snapshot = state.snapshot
+    if snapshot is not None and opted_out:
+        for identity in who:
+            snapshot.note_optout(account, identity, True)
+    applied = await state.store.optout_event(account, who, opted_out, at_us)
+    if snapshot is not None:
+        for identity, done in zip(who, applied, strict=True):
+            if done:
+                snapshot.note_optout(account, identity, opted_out)
+            elif opted_out:
+                present = await state.store.optout_contains(account, identity)
+                snapshot.note_optout(account, identity, present)
+    return applied
 
 
 # --- template updates ----------------------------------------------------------------------

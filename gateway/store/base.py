@@ -196,3 +196,26 @@ class Store(Protocol):
 
     async def ping(self) -> bool: ...
     async def close(self) -> None: ...
+
+    # --- opt-out ordering and scheduled sends
+
+    async def optout_event(
+        self, account: str, identities: Sequence[str], opted_out: bool, at_us: int | None
+    ) -> list[bool]:
+        """Opt each identity (an E.164 number or a `keys.channel_user_id`) out, or back
+        in, unless the last change stored for it is later than `at_us` (the change's time,
+        µs since the epoch; None: now, always applied, as an admin's change is). Stores
+        the change's time with it. One atomic step; answers, per identity, whether the
+        change was applied."""
+        ...
+
+    async def scheduled_add(self, account: str, identity: str, entry: str, until_us: int) -> None:
+        """Remember a scheduled send (`entry`, opaque) to one person until `until_us` (µs
+        since the epoch: its scheduled time plus a margin)."""
+        ...
+
+    async def scheduled_list(self, account: str, identity: str) -> list[str]:
+        """The scheduled sends to one person still remembered."""
+        ...
+
+    async def scheduled_remove(self, account: str, identity: str, entry: str) -> None: ...

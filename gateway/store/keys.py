@@ -35,3 +35,19 @@ def egress_bucket(name: str) -> str:
 
 def end_user_bucket(ip: str) -> str:
     return f"gw:{{eu:{ip}}}:ip"
+
+
+def optout_changes(account: str) -> str:
+    """Hash: opt-out identity -> time of its last change (µs), for ordering STOP/START."""
+    return f"gw:{{{account}}}:optout:at"  # kind "optout": kept without TTL like the set
+
+
+def scheduled(account: str, identity: str) -> str:
+    """Sorted set: the scheduled sends to one person (scored by when to forget them)."""
+    return f"gw:{{{account}}}:sched:{identity}"
+
+
+def channel_user_id(channel: str, user_id: str) -> str:
+    """The opt-out identity of a chat-apps user known by channel user id (no number):
+    `cu:<channel, lowercase>:<channelUserId as 8x8 sends it>`."""
+    return f"cu:{channel.strip().lower()}:{user_id}"

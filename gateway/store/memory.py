@@ -204,3 +204,52 @@ class MemoryStore:
 
     async def close(self) -> None:
         return None
+
+    # --- opt-out ordering and scheduled sends (state created on first use)
+    def _later(self) -> _Later:
+        found: _Later = vars(self).setdefault("_later_state", _Later())
+        return found
+
+    async def optout_event(
+        self, account: str, identities: Sequence[str], opted_out: bool, at_us: int | None
+    ) -> list[bool]:
+        times = self._later().optout_at.setdefault(account, {})
+        members = self._optouts.setdefault(account, set())
+        out = []
+        for identity in identities:
+            stored = times.get(identity)
+            if at_us is None:
+                when: int | None = max(self._clock(), stored or 0)
+            else:
+                when = at_us if stored is None or at_us >= stored else None
+            if when is not None:
+                if opted_out:
+                    members.add(identity)
+                else:
+                    members.discard(identity)
+                times[identity] = when
+            out.append(when is not None)
+        return out
+
+    async def scheduled_add(self, account: str, identity: str, entry: str, until_us: int) -> None:
+        entries = self._later().scheduled.setdefault((account, identity), {})
+        entries[entry] = max(until_us, entries.get(entry, 0))
+        now = self._clock()
+        for gone in [e for e, until in entries.items() if until <= now]:
+            del entries[gone]
+
+    async def scheduled_list(self, account: str, identity: str) -> list[str]:
+        now = self._clock()
+        entries = self._later().scheduled.get((account, identity), {})
+        return sorted(e for e, until in entries.items() if until > now)
+
+    async def scheduled_remove(self, account: str, identity: str, entry: str) -> None:
+        self._later().scheduled.get((account, identity), {}).pop(entry, None)
+
+
+class _Later:
+    """MemoryStore's opt-out change times and scheduled sends."""
+
+    def __init__(self) -> None:
+        self.optout_at: dict[str, dict[str, int]] = {}
+        self.scheduled: dict[tuple[str, str], dict[str, int]] = {}

@@ -15,6 +15,7 @@ one key per command and works on any client.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -318,6 +319,36 @@ class RedisStore:
         await self.client.aclose()
         for other in self._also_close:
             await other.aclose()
+
+    # --- opt-out ordering (lua/optout_event.lua) and scheduled sends (a sorted set per
+    # person, scored by when to forget each send)
+    async def optout_event(
+        self, account: str, identities: Sequence[str], opted_out: bool, at_us: int | None
+    ) -> list[bool]:
+        if not identities:
+            return []
+        names = (keys.optouts(account), keys.optout_changes(account))
+        args = ("1" if opted_out else "0", "" if at_us is None else str(at_us), *identities)
+        applied = await script("optout_event")(self.client, names, args)
+        return [bool(int(x)) for x in applied]
+
+    async def scheduled_add(self, account: str, identity: str, entry: str, until_us: int) -> None:
+        key = keys.scheduled(account, identity)
+        until_ms = -(-until_us // 1000)
+        pipe = self.client.pipeline(transaction=False)
+        pipe.zadd(key, {entry: until_us}, gt=True)
+        pipe.zremrangebyscore(key, "-inf", time.time_ns() // 1000)
+        pipe.pexpireat(key, until_ms, nx=True)  # a new key: its first deadline
+        pipe.pexpireat(key, until_ms, gt=True)  # else only ever later
+        await pipe.execute()
+
+    async def scheduled_list(self, account: str, identity: str) -> list[str]:
+        key = keys.scheduled(account, identity)
+        found = await self.client.zrangebyscore(key, f"({time.time_ns() // 1000}", "+inf")
+        return [_text(x) for x in found if isinstance(x, bytes | str)]
+
+    async def scheduled_remove(self, account: str, identity: str, entry: str) -> None:
+        await self.client.zrem(keys.scheduled(account, identity), entry)
 
 
 def _consent(msisdn: str, raw: bytes | str) -> ConsentRecord:

@@ -374,3 +374,81 @@ async def test_optouts_and_consent_survive_gateway_and_redis_restarts(
     assert (await send(gw, templated(OTHER)))[0] == 200
     assert (await admin(gw, "GET", f"/consents/{OTHER}")) == (200, {"msisdn": OTHER, **consent})
     assert (await admin(gw, "GET", f"/optouts/{NUMBER}")) == (200, {"msisdn": NUMBER})
+
+
+# --- lock-outs, ordering, scheduled sends (2 workers sharing one Redis) ----------------------
+
+
+def stamped(words: str, at: datetime, msisdn: str = NUMBER) -> dict[str, Any]:
+    event = inbound(words, msisdn)
+    event["payload"]["timestamp"] = at.isoformat().replace("+00:00", "Z")
+    return event
+
+
+async def test_the_right_secret_is_never_locked_out(
+    start_gateway: GatewayFactory, sim: SimProcess, redis_server: RedisServer
+) -> None:
+    """Everyone behind one load balancer is one address: guesses from it must not bounce
+    8x8's STOPs, on any worker."""
+    redis_server.cli("FLUSHALL")
+    gw = start_gateway(server={"workers": 2}, redis={"url": redis_server.url},
+                       admin={"auth_failures_per_minute": 3})  # fmt: skip
+    wrong = {"Authorization": "Bearer guess"}
+    answers = [(await hook(gw, "/webhooks/inbound", inbound("STOP"), headers=wrong))[0]
+               for _ in range(30)]  # fmt: skip
+    assert set(answers) == {401, 429} and answers[:3] == [401] * 3
+    numbers = [f"+659000{i:04d}" for i in range(10)]
+    for n in numbers:  # new connections: both workers answer some
+        assert await hook(gw, "/webhooks/inbound", inbound("STOP", n)) == (
+            200, {"status": "ok", "effect": "opted_out"},
+        )  # fmt: skip
+        assert (await admin(gw, "GET", f"/optouts/{n}"))[0] == 200
+    for n in numbers[:3]:
+        assert (await send(gw, text(n)))[2]["gatewayCode"] == "recipient.opted_out"
+    assert sim.requests() == []
+    assert WEBHOOK_SECRET not in gw.log_text()
+
+
+async def test_an_older_start_does_not_undo_a_stop_across_workers(
+    start_gateway: GatewayFactory, sim: SimProcess, redis_server: RedisServer
+) -> None:
+    redis_server.cli("FLUSHALL")
+    gw = start_gateway(server={"workers": 2}, redis={"url": redis_server.url})
+    now = datetime.now(UTC)
+    assert (await hook(gw, "/webhooks/inbound", stamped("STOP", now)))[1]["effect"] == "opted_out"
+    for _ in range(4):  # 8x8 retrying a START sent before the STOP, to either worker
+        late = stamped("START", now - timedelta(seconds=10))
+        assert await hook(gw, "/webhooks/inbound", late) == (
+            200,
+            {"status": "ok", "effect": "stale"},
+        )
+    assert (await send(gw, text()))[2]["gatewayCode"] == "recipient.opted_out"
+    newer = stamped("START", now + timedelta(seconds=1))
+    assert (await hook(gw, "/webhooks/inbound", newer))[1]["effect"] == "opted_in"
+    assert (await send(gw, text()))[0] == 200
+    assert (await admin(gw, "PUT", f"/optouts/{NUMBER}"))[0] == 204  # the admin's now wins
+    assert (await hook(gw, "/webhooks/inbound", stamped("START", now)))[1]["effect"] == "stale"
+    assert (await send(gw, text()))[0] == 403
+    assert len(sim.requests()) == 1
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+async def test_a_stop_cancels_the_persons_scheduled_send(
+    start_gateway: GatewayFactory, sim: SimProcess, redis_server: RedisServer, workers: int
+) -> None:
+    redis_server.cli("FLUSHALL")
+    gw = start_gateway(server={"workers": workers}, redis={"url": redis_server.url})
+    body = {**text(), "scheduled": later(3600)}
+    status, _, answer = await send(gw, body)
+    assert status == 200
+    assert (await send(gw, {**text(OTHER), "scheduled": later(3600)}))[0] == 200
+    assert (await hook(gw, "/webhooks/inbound", inbound("STOP")))[1]["effect"] == "opted_out"
+
+    def cancelled() -> list[str]:
+        return [r["path"] for r in sim.requests(product="chatapps") if r["method"] == "DELETE"]
+
+    await eventually(lambda: cancelled() == [f"{CHAT}/{answer['umid']}"])
+    [seen] = [r for r in sim.requests(product="chatapps") if r["method"] == "DELETE"]
+    assert seen["headers"]["authorization"] == f"Bearer {API_KEY}"
+    await asyncio.sleep(0.3)
+    assert len(cancelled()) == 1  # the other person's send stays scheduled

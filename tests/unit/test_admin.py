@@ -101,13 +101,14 @@ async def test_no_admin_token_configured_is_401(
 
 
 @pytest.mark.parametrize("store", ["memory"], indirect=True)
-async def test_guessing_the_admin_token_is_429(client: Client) -> None:
+async def test_guessing_the_admin_token_is_429_but_the_token_still_works(client: Client) -> None:
+    wrong = {"Authorization": "Bearer x"}
     for _ in range(10):
-        assert (
-            await call(client, "GET", "/admin/v1/limits", headers={"Authorization": "Bearer x"})
-        )[0] == 401
-    status, body = await call(client, "GET", "/admin/v1/limits")
+        assert (await call(client, "GET", "/admin/v1/limits", headers=wrong))[0] == 401
+    status, body = await call(client, "GET", "/admin/v1/limits", headers=wrong)
     assert (status, body["gatewayCode"]) == (429, "rate_limited.auth")
+    assert (await call(client, "PUT", f"{A}/optouts/{NUMBER}"))[0] == 204
+    assert (await call(client, "GET", "/admin/v1/limits"))[0] == 200
 
 
 @pytest.mark.parametrize("store", ["memory"], indirect=True)
@@ -131,6 +132,34 @@ async def test_optout_put_get_delete(client: Client) -> None:
     assert (await call(client, "DELETE", f"{A}/optouts/6591234567"))[0] == 204
     assert (await call(client, "GET", f"{A}/optouts/{NUMBER}"))[0] == 404
     assert (await call(client, "DELETE", f"{A}/optouts/{NUMBER}"))[0] == 204  # absent: still 204
+
+
+def inbound(words: str, at: str) -> dict[str, Any]:
+    return {"namespace": "SMS", "eventType": "inbound_message_received",
+            "payload": {"subAccountId": "acme_main", "source": NUMBER, "body": words,
+                        "timestamp": at}}  # fmt: skip
+
+
+async def hook(client: Client, event: Any) -> str:
+    status, body = await call(client, "POST", "/webhooks/inbound", event,
+                              {"Authorization": f"Bearer {WEBHOOK_SECRET}"})  # fmt: skip
+    assert status == 200
+    effect: str = body["effect"]
+    return effect
+
+
+async def test_admin_changes_count_as_now_against_older_events(client: Client) -> None:
+    """8x8 retries reorder events: one stamped before the admin's change changes nothing."""
+    assert (await call(client, "PUT", f"{A}/optouts/{NUMBER}"))[0] == 204
+    assert await hook(client, inbound("START", "2025-01-01T00:00:00Z")) == "stale"
+    assert (await call(client, "GET", f"{A}/optouts/{NUMBER}"))[0] == 200
+    assert (await call(client, "DELETE", f"{A}/optouts/{NUMBER}"))[0] == 204
+    assert await hook(client, inbound("STOP", "2025-01-01T00:00:00Z")) == "stale"
+    assert (await call(client, "GET", f"{A}/optouts/{NUMBER}"))[0] == 404
+    assert await hook(client, inbound("STOP", "2999-01-01T00:00:00Z")) == "opted_out"
+    # a clock far ahead cannot freeze the number: the admin's change still applies
+    assert (await call(client, "DELETE", f"{A}/optouts/{NUMBER}"))[0] == 204
+    assert (await call(client, "GET", f"{A}/optouts/{NUMBER}"))[0] == 404
 
 
 @pytest.mark.parametrize(

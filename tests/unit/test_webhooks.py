@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import copy
 import inspect
 import io
+import random
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import fakeredis
 import orjson
 import pytest
 import structlog
@@ -21,9 +24,12 @@ from aiohttp.test_utils import TestClient
 from gateway import config, logs, optoutpush, templatesync
 from gateway.app import build_app
 from gateway.config import Config
+from gateway.policy.guard import FailureCounter
 from gateway.state import STATE
+from gateway.store import keys
 from gateway.store.base import Store, TemplateRecord
 from gateway.store.memory import MemoryStore
+from gateway.store.redis import RedisStore
 from tests.support.gatewayproc import ADMIN_TOKEN, API_KEY, WEBHOOK_SECRET, base_config, to_toml
 from tests.support.simproc import SimProcess
 
@@ -87,6 +93,11 @@ def chat(text: Any, msisdn: Any = NUMBER, sub: str = "acme_main", **extra: Any) 
             **extra,
         },
     }
+
+
+def no_channel_user(event: dict[str, Any]) -> dict[str, Any]:
+    del event["payload"]["user"]["channelUserId"]
+    return event
 
 
 def sms(text: str, source: str = "6591234567", sub: str = "acme_main") -> dict[str, Any]:
@@ -180,14 +191,55 @@ async def test_no_secret_configured_refuses_everything(make_client: MakeClient) 
     assert not await store_of(client).optout_contains("acme", NUMBER)
 
 
-async def test_guessing_the_secret_is_429(make_client: MakeClient) -> None:
+async def test_wrong_secrets_get_429_but_the_right_one_always_passes(
+    make_client: MakeClient,
+) -> None:
     client = await make_client(admin={"auth_failures_per_minute": 3})
+    guess = {"Authorization": "Bearer guess"}
     for _ in range(3):
-        status, _ = await post(client, INBOUND, chat("STOP"), {"Authorization": "Bearer guess"})
-        assert status == 401
-    status, body = await post(client, INBOUND, chat("STOP"), BEARER)  # even the right one
-    assert (status, body["gatewayCode"]) == (429, "rate_limited.auth")
-    assert not await store_of(client).optout_contains("acme", NUMBER)
+        assert (await post(client, INBOUND, chat("STOP"), guess))[0] == 401
+    async with client.post(INBOUND, headers=guess, json=chat("STOP")) as resp:
+        body = await resp.json()
+        assert (resp.status, body["gatewayCode"]) == (429, "rate_limited.auth")
+        assert 1 <= int(resp.headers["Retry-After"]) <= 60
+    assert (await post(client, INBOUND, chat("STOP"), {}))[1]["gatewayCode"] == "rate_limited.auth"
+    # 8x8's STOP from the same address (one load balancer) still takes effect
+    assert await post(client, INBOUND, chat("STOP")) == (
+        200,
+        {"status": "ok", "effect": "opted_out"},
+    )
+    assert await store_of(client).optout_contains("acme", NUMBER)
+    assert (await post(client, INBOUND + "?token=" + WEBHOOK_SECRET, chat("START"), {}))[0] == 200
+    assert (await post(client, INBOUND, chat("STOP"), guess))[0] == 429  # still locked out
+
+
+async def test_admin_and_webhook_failures_are_counted_apart(make_client: MakeClient) -> None:
+    client = await make_client(admin={"auth_failures_per_minute": 2})
+    wrong = {"Authorization": "Bearer guess"}
+    for expected in (401, 401, 429):
+        async with client.get("/admin/v1/accounts/acme/optouts", headers=wrong) as resp:
+            assert resp.status == expected
+    # the admin guesses used up nothing of the webhooks' budget
+    assert (await post(client, INBOUND, chat("STOP"), wrong))[0] == 401
+    assert (await post(client, INBOUND, chat("STOP"), wrong))[0] == 401
+    assert (await post(client, INBOUND, chat("STOP"), wrong))[0] == 429
+    admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    async with client.get(f"/admin/v1/accounts/acme/optouts/{NUMBER}", headers=admin) as resp:
+        assert resp.status == 404  # the right token passes while its address is locked out
+
+
+def test_failures_leave_the_window_after_a_minute() -> None:
+    now = [1000.0]
+    counter = FailureCounter(2, clock=lambda: now[0])
+    counter.fail("a")
+    now[0] += 30
+    counter.fail("a")
+    assert counter.over("a") and not counter.over("b")
+    assert counter.retry_after_s("a") == 30
+    now[0] += 30.5
+    assert not counter.over("a")  # the first failure left the window
+    now[0] += 60
+    assert not counter.over("a")
 
 
 # --- inbound keywords ----------------------------------------------------------------------
@@ -266,6 +318,82 @@ async def test_the_subaccount_names_the_account(make_client: MakeClient) -> None
     assert await store.optout_contains("acme", "+6590000002")
 
 
+# --- ordering and identities ---------------------------------------------------------------
+
+
+def at(event: dict[str, Any], timestamp: Any) -> dict[str, Any]:
+    event["payload"]["timestamp"] = timestamp
+    return event
+
+
+async def test_an_older_start_does_not_undo_a_stop(make_client: MakeClient) -> None:
+    client = await make_client()
+    assert (await post(client, INBOUND, at(chat("STOP"), "2025-01-01T00:00:10Z")))[0] == 200
+    late = at(sms("START"), "2025-01-01T00:00:05Z")  # 8x8 retried it after the STOP
+    assert await post(client, INBOUND, late) == (200, {"status": "ok", "effect": "stale"})
+    assert await store_of(client).optout_contains("acme", NUMBER)
+    newer = at(sms("START"), 1735689611000)  # epoch ms: 2025-01-01T00:00:11Z
+    assert (await post(client, INBOUND, newer))[1]["effect"] == "opted_in"
+    assert not await store_of(client).optout_contains("acme", NUMBER)
+    older = at(sms("STOP"), "1735689610")  # epoch seconds, as text: the first STOP again
+    assert (await post(client, INBOUND, older))[1]["effect"] == "stale"
+    assert not await store_of(client).optout_contains("acme", NUMBER)
+
+
+async def test_events_without_a_readable_time_count_as_now(make_client: MakeClient) -> None:
+    client = await make_client()
+    assert (await post(client, INBOUND, at(chat("STOP"), "2999-01-01T00:00:00Z")))[0] == 200
+    for stamp in (None, "yesterday", [1], {"t": 1}, True):  # now: later than the clamped STOP?
+        event = at(sms("START"), stamp)
+        assert (await post(client, INBOUND, event))[0] == 200
+    assert await store_of(client).optout_contains("acme", NUMBER)  # the STOP is 5 min ahead
+    plain = sms("STOP", source="6590000001")
+    del plain["payload"]["timestamp"]
+    assert (await post(client, INBOUND, plain))[1]["effect"] == "opted_out"
+    assert (await post(client, INBOUND, at(sms("START", "6590000001"), "2025-01-01T00:00:00Z")))[1][
+        "effect"
+    ] == "stale"
+
+
+async def test_stop_records_the_number_and_the_channel_user(make_client: MakeClient) -> None:
+    client = await make_client()
+    event = chat("STOP", channel="WhatsApp")
+    assert (await post(client, INBOUND, event))[1]["effect"] == "opted_out"
+    store = store_of(client)
+    assert await store.optout_contains("acme", NUMBER)
+    assert await store.optout_contains("acme", "cu:whatsapp:6591234567")
+    assert keys.channel_user_id("WhatsApp", "US.1349") == "cu:whatsapp:US.1349"
+    viber = chat("STOP", msisdn=None, channel=None)
+    viber["payload"]["recipient"]["channel"] = "Viber"
+    assert (await post(client, INBOUND, viber))[1]["effect"] == "opted_out"
+    assert await store.optout_contains("acme", "cu:viber:6591234567")
+    only_user = no_channel_user(chat("START", msisdn=None))
+    only_user["payload"]["user"]["channelUserId"] = "6591234567"
+    assert (await post(client, INBOUND, only_user))[1]["effect"] == "opted_in"
+    assert not await store.optout_contains("acme", "cu:whatsapp:6591234567")
+    assert await store.optout_contains("acme", NUMBER)  # the number said nothing new
+
+
+@pytest.mark.parametrize("kind", ["memory", "fakeredis"])
+async def test_store_applies_each_identity_in_order(kind: str) -> None:
+    store: Store = (
+        MemoryStore()
+        if kind == "memory"
+        else RedisStore(fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer()))
+    )
+    a, b = NUMBER, "cu:whatsapp:x"
+    assert await store.optout_event("acme", [a], True, 2_000) == [True]
+    assert await store.optout_event("acme", [a, b], False, 1_000) == [False, True]
+    assert await store.optout_contains("acme", a) and not await store.optout_contains("acme", b)
+    assert await store.optout_event("acme", [a, b], True, 1_000) == [False, True]
+    assert await store.optout_event("acme", [a], False, 2_000) == [True]  # same time: applies
+    assert await store.optout_event("other", [a], True, 1) == [True]  # per account
+    assert await store.optout_event("acme", [b], False, None) == [True]  # now: always
+    assert not await store.optout_contains("acme", b)
+    assert await store.optout_event("acme", [b], True, 10_000) == [False]  # now is later
+    assert await store.optout_event("acme", [], True, None) == []
+
+
 @pytest.mark.parametrize(
     "event",
     [
@@ -274,9 +402,9 @@ async def test_the_subaccount_names_the_account(make_client: MakeClient) -> None
         {**chat("STOP"), "namespace": 7},
         {**chat("STOP"), "payload": "STOP"},
         {"hello": "world"},
-        chat("STOP", msisdn="not-a-number"),
-        chat("STOP", msisdn=None),
-        chat("STOP", msisdn=["+6591234567"]),
+        no_channel_user(chat("STOP", msisdn="not-a-number")),
+        no_channel_user(chat("STOP", msisdn=None)),
+        no_channel_user(chat("STOP", msisdn=["+6591234567"])),
         chat({"text": "STOP"}),
         {**chat("x"), "payload": {**chat("x")["payload"], "content": "STOP", "user": "me"}},
     ],
@@ -299,9 +427,70 @@ async def test_malformed_json_is_400(make_client: MakeClient, raw: str) -> None:
         assert (status, body["gatewayCode"], body["field"]) == (400, "request.invalid", "body")
 
 
+_ODD_VALUES: list[Any] = [
+    None, True, False, 0, -1, 2**63 - 1, 1.5, -1e308, "", " ", "STOP", "+6591234567",
+    "9999999999999999999999", "2025-01-01T00:00:00Z", "\u0000", "\U0001f600" * 3, "x" * 5000,
+    [], [None], ["STOP"], {}, {"text": "STOP"}, {"msisdn": 6591234567},
+]  # fmt: skip
+
+
+def _paths(value: Any, prefix: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            yield (*prefix, key)
+            yield from _paths(inner, (*prefix, key))
+
+
+def _mutated(event: dict[str, Any], rng: random.Random) -> dict[str, Any]:
+    """`event` with a few fields replaced by values of other types, or removed."""
+    event = copy.deepcopy(event)
+    for _ in range(rng.randint(1, 3)):
+        path = rng.choice(list(_paths(event)))
+        holder = event
+        for key in path[:-1]:
+            holder = holder[key] if isinstance(holder, dict) else {}
+        if isinstance(holder, dict) and path[-1] in holder:
+            if rng.random() < 0.2:
+                del holder[path[-1]]
+            else:
+                holder[path[-1]] = copy.deepcopy(rng.choice(_ODD_VALUES))
+    return event
+
+
+async def test_events_of_any_shape_are_answered_never_500(make_client: MakeClient) -> None:
+    """Inbound: any JSON object is a well-formed event (200); template events: 200, or 400
+    when they lack what they need. Never a 500, whatever the types."""
+    client = await make_client()
+    rng = random.Random(20261201)
+    seeds = [chat("STOP"), sms("START"),
+             tpl_event("template_status_update", {"status": "PAUSED"}, "2025-01-01T00:00:00Z"),
+             tpl_event("template_quality_update", {"newQualityScore": "RED"}, 1)]  # fmt: skip
+    for _ in range(300):
+        event = _mutated(rng.choice(seeds), rng)
+        for path, allowed in ((INBOUND, {200}), (TEMPLATES, {200, 400})):
+            status, body = await post(client, path, event)
+            assert status in allowed, (path, event, body)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b"\xff\xfe{}", b'{"a": ' * 2000 + b"1" + b"}" * 2000, b'{"a": NaN}',
+     b"{}" + b" " * 10 + b"{}"],
+    ids=["not-utf8", "deep", "nan", "two-objects"],
+)  # fmt: skip
+async def test_unreadable_bodies_are_400(make_client: MakeClient, raw: bytes) -> None:
+    client = await make_client()
+    for path in (INBOUND, TEMPLATES):
+        async with client.post(path, headers=BEARER, data=raw) as resp:
+            assert resp.status == 400
+            assert (await resp.json())["gatewayCode"] == "request.invalid"
+
+
 async def test_a_failing_store_is_503_so_8x8_retries(make_client: MakeClient) -> None:
     class Down(MemoryStore):
-        async def optout_add(self, account: str, msisdn: str) -> bool:
+        async def optout_event(
+            self, account: str, identities: Sequence[str], opted_out: bool, at_us: int | None
+        ) -> list[bool]:
             raise ConnectionError("redis is gone")
 
     client = await make_client(store=Down())
