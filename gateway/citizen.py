@@ -66,6 +66,14 @@ def blacklist_add(method: str, product: str, path: str) -> tuple[str, str] | Non
     return None if m is None or account is None else (account, unquote(m["msisdn"]))
 
 
+def watches(method: str, product: str, path: str) -> bool:
+    """Whether 8x8's answer to this call teaches the gateway something (`after` reads it)."""
+    return (
+        template_create(method, product, path) is not None
+        or blacklist_add(method, product, path) is not None
+    )
+
+
 def lint_findings(body: bytes) -> list[lint.Finding]:
     """The linter's findings for a create-template body (8x8's shape is Meta's)."""
     if len(body) > LINT_MAX_BYTES:

@@ -240,7 +240,8 @@ OPS = [
         "POST",
         "contacts",
         f"{TA}/contacts/blacklist/{{msisdn}}",
-        f"{A}/contacts/blacklist/6591234567",
+        # not MSISDN: a blacklist add through the gateway opts the number out (citizen.py)
+        f"{A}/contacts/blacklist/6598765432",
         None,
         200,
     ),
@@ -564,3 +565,38 @@ async def test_an_upload_over_max_body_bytes_is_413_and_not_forwarded(
     assert (resp.status, body["gatewayCode"]) == (413, "request.too_large")
     EightByEightError.parse(body)
     assert sim.requests() == []
+
+
+# --- the gateway learns from what passes (gateway/citizen.py) -------------------------------
+
+
+async def test_a_template_meta_would_reject_is_400_with_findings_and_never_sent(
+    gateway: str, sim: SimProcess
+) -> None:
+    bad = {**TEMPLATE, "components": [{"type": "BODY", "text": "{{1}} shipped"}]}
+    seen = await call(gateway, "POST", f"/chatapps{C}/templates", bad)
+    assert (seen.status, seen.body["gatewayCode"]) == (400, "request.invalid")
+    assert seen.body["findings"] and sim.requests() == []
+
+
+async def test_a_number_blacklisted_through_the_gateway_is_opted_out_at_once(
+    tmp_path: Path, sim: SimProcess
+) -> None:
+    cfg = gateway_config(
+        sim.url,
+        clients=[
+            {
+                "name": "orders",
+                "token_sha256": sha(CLIENT_TOKEN),
+                "subaccounts": [SUB],
+                "accounts": [ACCT],
+            }
+        ],
+    )
+    with GatewayProcess(tmp_path, cfg) as gw:
+        before = await call(gw.url, "POST", f"/chatapps{S}/messages", TEXT)
+        added = await call(gw.url, "POST", f"/contacts{A}/contacts/blacklist/6591234567")
+        after = await call(gw.url, "POST", f"/chatapps{S}/messages", TEXT)
+    assert (before.status, added.status) == (200, 200)
+    assert (after.status, after.body["gatewayCode"]) == (403, "recipient.opted_out")
+    assert [r["method"] for r in sim.requests()] == ["POST", "POST"]

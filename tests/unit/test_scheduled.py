@@ -120,7 +120,8 @@ async def test_scheduled_sms_of_a_batch_are_cancelled_one_by_one(
     ids=["not-scheduled", "past", "unreadable", "wrong-type"],
 )
 async def test_only_future_scheduled_sends_are_remembered(client: Client, body: Any) -> None:
-    await send(client, CHAT, body)
+    async with client.post(CHAT, json=body, headers=CLIENT) as resp:
+        assert resp.status in (200, 400)  # 8x8 refuses a `scheduled` of the wrong type
     assert await store_of(client).scheduled_list("acme", NUMBER) == []
 
 
