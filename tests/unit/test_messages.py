@@ -86,7 +86,7 @@ def test_normalise_gives_e164_whatever_the_spelling(raw: Any, country: str | Non
         "06587654321",  # a leading 0 without country
         "+06587654321",
         "++6587654321",
-        "+６５８７６５４３２１",  # not ASCII digits
+        "+" + "".join(chr(0xFF10 + int(d)) for d in "6587654321"),  # not ASCII digits
     ],
 )
 def test_normalise_refuses_bad_numbers_naming_the_field(raw: Any) -> None:
