@@ -162,7 +162,10 @@ def _refuse_duplicates(raw: bytes) -> None:
             seen[key] = value
         return seen
 
-    json.loads(raw, object_pairs_hook=pairs)
+    try:
+        json.loads(raw, object_pairs_hook=pairs)
+    except RecursionError as exc:  # nesting orjson took but Python's reader cannot
+        raise invalid("body", "body nested too deeply") from exc
 
 
 # --- typed fields ------------------------------------------------------------------------

@@ -6,6 +6,8 @@ emits at `rps - burst` per second and lets `burst` go at once (DESIGN.md, Token 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from gateway.config import Config, subaccount_key
 from gateway.routes import Kind, Route
 from gateway.store import keys
@@ -66,6 +68,7 @@ class LimitPlan:
         return found
 
     def end_user(self, ip: str) -> BucketSpec:
+        """The bucket of one end user, `ip` a canonical id (gateway/policy/enduser.py)."""
         n = self._end_user_n
         return BucketSpec(
             Rule.END_USER_IP,
@@ -78,13 +81,20 @@ class LimitPlan:
         )
 
     def check(
-        self, route: Route, messages: tuple[MessageCheck, ...], end_user_ip: str | None
+        self,
+        route: Route,
+        messages: tuple[MessageCheck, ...],
+        end_user_ips: str | Sequence[str] | None,
     ) -> SendCheck:
+        """A send's check; every end user it names (an SMS batch may name several) has its
+        own bucket, and any of them refusing refuses the whole request."""
         account, sub_bucket, cooldown = self.subaccount(route.subaccount)
-        if end_user_ip is not None and route.kind is not Kind.READ:
-            buckets: tuple[BucketSpec, ...] = (self.end_user(end_user_ip), sub_bucket, self.egress)
-        else:
-            buckets = (sub_bucket, self.egress)
+        if isinstance(end_user_ips, str):
+            end_user_ips = (end_user_ips,)
+        users: tuple[BucketSpec, ...] = ()
+        if end_user_ips and route.kind is not Kind.READ:
+            users = tuple(self.end_user(ip) for ip in dict.fromkeys(end_user_ips))
+        buckets = (*users, sub_bucket, self.egress)
         return SendCheck(
             account=account,
             messages=messages,
