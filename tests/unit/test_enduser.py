@@ -68,9 +68,7 @@ def test_ipv6_networks_follow_the_configured_prefix(prefix: int, expected: str) 
     assert bucket_id("2001:db8:1:2::9", prefix) == expected
 
 
-@pytest.mark.parametrize(
-    "value", ["", "not-an-ip", "1.2.3", "192.0.2.300", "1.2.3.4:", "[1.2.3.4"]
-)
+@pytest.mark.parametrize("value", ["", "not-an-ip", "1.2.3", "192.0.2.300", "1.2.3.4:", "[1.2.3.4"])
 def test_not_an_address_is_no_bucket(value: str) -> None:
     assert bucket_id(value, 64) is None
 
