@@ -336,3 +336,13 @@ async def test_a_gzip_bomb_is_refused_413_and_a_gzip_send_is_forwarded_decoded(
     _, headers, _ = await post(gw, SMS, raw, {"Content-Encoding": "gzip"})
     assert "X-Gateway-Reject" not in headers
     assert sim.requests()[-1]["body"] == send
+
+
+async def test_a_send_without_a_body_is_400_not_415(
+    start_gateway: GatewayFactory, sim: SimProcess
+) -> None:
+    gw = start_gateway()
+    async with aiohttp.ClientSession() as s, s.post(gw.url + SMS, headers=CLIENT) as r:
+        body = await r.json()
+    assert (r.status, body["gatewayCode"], body["field"]) == (400, "request.invalid", "body")
+    assert sim.requests() == []

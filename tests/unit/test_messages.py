@@ -13,7 +13,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.errors import INVALID_MSISDN, GatewayError
-from gateway.messages import ParsedSend, channel_user, normalise, parse, without
+from gateway.messages import (
+    ParsedSend,
+    channel_user,
+    decode_object,
+    normalise,
+    parse,
+    without,
+)
 from gateway.routes import Kind, Route
 from gateway.store.base import MessageCheck
 
@@ -674,3 +681,10 @@ def test_parse_arbitrary_json_returns_or_refuses(
     for check in parsed.messages:
         assert check.msisdn.startswith("+")
         assert check.msisdn[1:].isdigit()
+
+
+def test_only_send_bodies_refuse_a_key_twice() -> None:
+    raw = b'{"text": "STOP", "text": "STOP"}'
+    assert decode_object(raw) == {"text": "STOP"}  # webhooks: a STOP is never lost to it
+    with pytest.raises(GatewayError):
+        decode_object(raw, unique_keys=True)
