@@ -1,5 +1,7 @@
 """Turning a decision into what the caller sees: refusals with their headers, and the
-`gatewayRejected` report of a filtered batch."""
+answer to a batch the gateway filtered: `gatewayRejected` (entries dropped by a rule or
+because 8x8 would reject them alone), counted in 8x8's `rejectedCount`; or, when nothing
+is left to send, the first entry's refusal."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from gateway.errors import error_response
+from gateway.errors import GatewayError, error_response
 from gateway.logs import mask
 from gateway.messages import ParsedSend
 from gateway.store.base import Refusal, Rule
@@ -46,35 +48,61 @@ def refusal(r: Refusal) -> web.Response:
     return error_response(r.rule.value, MESSAGES[r.rule], headers=headers)
 
 
-def rejected(parsed: ParsedSend, dropped: tuple[tuple[int, Rule], ...]) -> list[dict[str, Any]]:
-    return [
-        {"index": i, "msisdn": mask(parsed.messages[i].msisdn), "code": rule.value}
+def dropped_entries(
+    parsed: ParsedSend, dropped: tuple[tuple[int, Rule], ...]
+) -> list[tuple[int, str | None, GatewayError | Rule]]:
+    """Every entry of a batch left out, by body index: (index, recipient or None, why).
+    `dropped` indexes `parsed.messages` (the decision's), `parsed.invalid` the body."""
+    out: list[tuple[int, str | None, GatewayError | Rule]] = [
+        (parsed.entries[i] if parsed.entries else i, parsed.messages[i].msisdn, rule)
         for i, rule in dropped
     ]
+    out.extend((i, None, exc) for i, exc in parsed.invalid)
+    out.sort(key=lambda e: e[0])
+    return out
 
 
-def all_dropped(parsed: ParsedSend, dropped: tuple[tuple[int, Rule], ...]) -> web.Response:
-    body = {
-        "batchId": None,
-        "acceptedCount": 0,
-        "rejectedCount": len(parsed.messages),
-        "messages": [],
-        "gatewayRejected": rejected(parsed, dropped),
-    }
-    return web.Response(
-        body=orjson.dumps(body),
-        content_type="application/json",
-        headers={"X-Gateway-Reject": dropped[0][1].value},
-    )
+def rejected(parsed: ParsedSend, dropped: tuple[tuple[int, Rule], ...]) -> list[dict[str, Any]]:
+    """The `gatewayRejected` report: `{index, msisdn (masked), code}` per entry left out, and
+    the `field` 8x8's reading stumbled on for an entry that is invalid."""
+    report: list[dict[str, Any]] = []
+    for index, msisdn, why in dropped_entries(parsed, dropped):
+        item: dict[str, Any] = {"index": index, "msisdn": mask(msisdn) if msisdn else None}
+        if isinstance(why, GatewayError):
+            item.update(code=why.code, field=why.extra.get("field"))
+        else:
+            item["code"] = why.value
+        report.append(item)
+    return report
+
+
+def all_dropped(
+    parsed: ParsedSend, dropped: tuple[tuple[int, Rule], ...], otp_window_s: int = 60
+) -> web.Response:
+    """Every entry of a batch left out: nothing goes to 8x8, and the answer is the first
+    entry's refusal as for a single send (8x8's batch answer needs a `batchId`, which only
+    8x8 can give), with `gatewayRejected` listing all."""
+    report = rejected(parsed, dropped)
+    _, _, first = dropped_entries(parsed, dropped)[0]
+    if isinstance(first, GatewayError):
+        return error_response(
+            first.code, first.message, number=first.number, **first.extra, gatewayRejected=report
+        )
+    headers = {"Retry-After": str(otp_window_s)} if first is Rule.OTP else None
+    return error_response(first.value, MESSAGES[first], headers=headers, gatewayRejected=report)
 
 
 def with_rejected(payload: bytes, report: list[dict[str, Any]]) -> bytes:
-    """8x8's batch answer with `gatewayRejected` added (unchanged if it is not an object)."""
+    """8x8's batch answer with `gatewayRejected` added and counted in `rejectedCount`
+    (unchanged if it is not an object)."""
     try:
         answer = orjson.loads(payload)
     except orjson.JSONDecodeError:
         return payload
     if not isinstance(answer, dict):
         return payload
+    counted = answer.get("rejectedCount")
+    if type(counted) is int:
+        answer["rejectedCount"] = counted + len(report)
     answer["gatewayRejected"] = report
     return orjson.dumps(answer)

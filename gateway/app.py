@@ -72,7 +72,9 @@ def build_app(
         snapshot=snapshot,
     )
     app = web.Application(
-        client_max_size=cfg.server.max_body_bytes, middlewares=[observe], handler_args=None
+        client_max_size=cfg.server.max_body_bytes,
+        middlewares=[observe],
+        handler_args={"auto_decompress": False},  # gateway/bodies.py decodes, within limits
     )
     app[STATE] = state
     app.cleanup_ctx.append(_lifecycle)

@@ -11,11 +11,11 @@ from gateway import answers, citizen, messages, routes, scheduled
 from gateway.bodies import read_body
 from gateway.errors import GatewayError, error_response, from_exception
 from gateway.messages import ParsedSend
-from gateway.policy.auth import end_user_ip
 from gateway.policy.decider import StoreUnavailable
+from gateway.policy.enduser import end_users
 from gateway.routes import Kind, Route
 from gateway.state import LOG, STATE, State
-from gateway.store.base import Decision
+from gateway.store.base import Decision, Rule
 from gateway.upstream import Answer, UpstreamFailure
 
 JSON_TYPES = ("application/json",)
@@ -42,20 +42,24 @@ async def handle(request: web.Request) -> web.StreamResponse:
             return await _pass_through(request, state, route, raw)
         raw = await _read_send_body(request, server.max_body_bytes, server.body_timeout_s)
         parsed = messages.parse(route, raw)
-        eu_ip = end_user_ip(
+        eu_ips = end_users(
             request.headers.get("X-End-User-IP"),
-            parsed.client_ip,
-            client,
-            request.remote,
-            request.headers.get("X-Forwarded-For"),
-            state.trusted,
+            parsed.client_ips,
+            from_xff=client.end_user_ip_from_xff,
+            remote=request.remote,
+            xff=request.headers.getall("X-Forwarded-For", ()),
+            trusted=state.trusted,
+            v6_prefix=state.config.limits.end_user_ipv6_prefix,
         )
     except GatewayError as exc:
         return from_exception(exc)
     if parsed.messages:
         info["msisdn"] = parsed.messages[0].msisdn
         info["messages"] = len(parsed.messages)
-    check = state.plan.check(route, parsed.messages, eu_ip)
+    if parsed.invalid and not parsed.messages:  # a batch 8x8 would reject entry by entry
+        info["decision"] = "all_dropped"
+        return answers.all_dropped(parsed, ())
+    check = state.plan.check(route, parsed.messages, eu_ips)
     try:
         decision = await state.decider.decide(check)
     except StoreUnavailable:
@@ -93,14 +97,16 @@ async def _forward(
         info["unconsented"] = len(decision.unconsented)
     body = raw
     report = None
-    if decision.dropped:
-        for _, rule in decision.dropped:
-            state.metrics.dropped.labels(rule.value).inc()
-        info["dropped"] = len(decision.dropped)
-        if len(decision.dropped) == len(parsed.messages):
+    if decision.dropped or parsed.invalid:
+        gone = answers.dropped_entries(parsed, decision.dropped)
+        for _, _, why in gone:
+            state.metrics.dropped.labels(why.value if isinstance(why, Rule) else why.code).inc()
+        info["dropped"] = len(gone)
+        if len(gone) == parsed.total:
             info["decision"] = "all_dropped"
-            return answers.all_dropped(parsed, decision.dropped)
-        body = messages.without(parsed, {i for i, _ in decision.dropped})
+            otp_s = state.config.limits.otp_window_s
+            return answers.all_dropped(parsed, decision.dropped, otp_s)
+        body = messages.without(parsed, {index for index, _, _ in gone})
         report = answers.rejected(parsed, decision.dropped)
     if decision.wait_us:
         info["waited_ms"] = decision.wait_us // 1000

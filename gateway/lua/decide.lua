@@ -9,6 +9,7 @@
 --   batch, unknown_ok: 0|1; opt_in: 0 off, 1 warn, 2 enforce; a k_* of 0: not needed
 --   buckets: flat, 5 per bucket, in rule order: rule, k_key, interval_us, burst, shapeable
 --   messages: flat, 4 per message: msisdn, "name:language" or "", otp (0|1), k_otp_bucket
+--   ("\1CATEGORY" instead of a template: one 8x8 makes, e.g. WhatsApp Direct Send)
 -- Returns a flat array, per request:
 --   allowed:     0, wait_us, remaining tokens of each bucket..., TAIL
 --   refused:     1, rule, retry_after_us, template status or nil, ref, TAIL
@@ -122,7 +123,9 @@ local function check_message(c, msg, m, otp_tent, otp_keys)
   if redis.call('SISMEMBER', KEYS[c[5]], msisdn) == 1 then return 1, 0, false, false end
   local cat, warned = false, false
   if tpl ~= '' then
-    local rec = template_of(c[7], tpl)
+    local rec
+    if string.byte(tpl, 1) == 1 then rec = {'APPROVED', string.sub(tpl, 2)}  -- Direct Send
+    else rec = template_of(c[7], tpl) end
     if rec then cat = rec[2] end
     if c[2] > 0 and not consented(c[6], msisdn, cat) then
       if c[2] == 2 then return 2, 0, false, false end

@@ -95,37 +95,3 @@ def parse_ip(value: str | None) -> IPAddress | None:
 def in_networks(address: str | None, networks: Sequence[Network]) -> bool:
     ip = parse_ip(address)
     return ip is not None and any(ip in net for net in networks)
-
-
-def end_user_ip(
-    header: str | None,
-    body_ip: str | None,
-    client: Client,
-    remote: str | None,
-    xff: str | None,
-    trusted: Sequence[Network],
-) -> str | None:
-    """The end-user IP of a send (INTERFACE.md), or None when the send names none.
-
-    `X-End-User-IP` from an authenticated client; else the body's `clientIp`; else, for a
-    client allowed to use it and connecting through a trusted proxy, the right-most
-    X-Forwarded-For address that is not itself a trusted proxy.
-    """
-    if header:
-        ip = parse_ip(header)
-        if ip is None:
-            raise GatewayError(
-                "request.invalid", "X-End-User-IP is not an IP address", field="X-End-User-IP"
-            )
-        return str(ip)
-    if body_ip:
-        return body_ip
-    if not (xff and client.end_user_ip_from_xff and in_networks(remote, trusted)):
-        return None
-    for hop in reversed(xff.split(",")):
-        ip = parse_ip(hop)
-        if ip is None:
-            return None  # a garbled chain names nobody we can trust
-        if not any(ip in net for net in trusted):
-            return str(ip)
-    return None

@@ -6,6 +6,8 @@ emits at `rps - burst` per second and lets `burst` go at once (DESIGN.md, Token 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from gateway.config import Config, subaccount_key
 from gateway.routes import Kind, Route
 from gateway.store import keys
@@ -77,6 +79,7 @@ class LimitPlan:
         return None
 
     def end_user(self, ip: str) -> BucketSpec:
+        """The bucket of one end user, `ip` a canonical id (gateway/policy/enduser.py)."""
         n = self._end_user_n
         return BucketSpec(
             Rule.END_USER_IP,
@@ -89,19 +92,26 @@ class LimitPlan:
         )
 
     def check(
-        self, route: Route, messages: tuple[MessageCheck, ...], end_user_ip: str | None
+        self,
+        route: Route,
+        messages: tuple[MessageCheck, ...],
+        end_user_ips: str | Sequence[str] | None,
     ) -> SendCheck:
+        """A request's check; every end user it names (an SMS batch may name several) has its
+        own bucket, and any of them refusing refuses the whole request."""
         sub = route.subaccount if route.subaccount is not None else self.booked_for(route.account)
-        buckets: tuple[BucketSpec, ...]
+        capacity: tuple[BucketSpec, ...]
         if sub is None:  # an account with no configured subaccount, or GET /files/{name}
-            account, buckets, cooldown = route.account or self.cfg.upstream.account_id, (), ""
+            account, capacity, cooldown = route.account or self.cfg.upstream.account_id, (), ""
         else:
             account, sub_bucket, cooldown = self.subaccount(sub)
-            buckets = (sub_bucket,)
-        if end_user_ip is not None and route.kind is not Kind.OTHER:
-            buckets = (self.end_user(end_user_ip), *buckets, self.egress)
-        else:
-            buckets = (*buckets, self.egress)
+            capacity = (sub_bucket,)
+        if isinstance(end_user_ips, str):
+            end_user_ips = (end_user_ips,)
+        users: tuple[BucketSpec, ...] = ()
+        if end_user_ips and route.kind is not Kind.OTHER:
+            users = tuple(self.end_user(ip) for ip in dict.fromkeys(end_user_ips))
+        buckets = (*users, *capacity, self.egress)
         return SendCheck(
             account=account,
             messages=messages,

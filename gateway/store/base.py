@@ -68,6 +68,9 @@ class MessageCheck:
     msisdn: str  # E.164 with leading '+'
     template: str | None = None  # "name:language" for a template send, else None
     otp: bool = False  # an OTP whatever its template (a Verify session)
+    # a template send with no registry entry, of this category (WhatsApp Direct Send:
+    # 8x8 makes the template); consent rules apply as to a template of that category
+    category: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

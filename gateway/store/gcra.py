@@ -82,8 +82,10 @@ def _message_rule(
     if view.opted_out(account, msg.msisdn):
         return Rule.OPTED_OUT, 0, None, False, None
     category, warned = None, False
-    if msg.template:
-        state = view.template_state(account, msg.template)
+    if msg.template or msg.category:
+        # a category alone: 8x8 makes the template (Direct Send), no registry entry to read
+        direct = (APPROVED, msg.category)
+        state = view.template_state(account, msg.template) if msg.template else direct
         if state is not None and state[1] is not None:
             category = state[1].upper()
         if check.opt_in != "off":

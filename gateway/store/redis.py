@@ -86,9 +86,10 @@ def encode_split(
         msgs: list[object] = []
         any_template = False
         for m in c.messages:
-            if m.template:
+            if m.template or m.category:  # "\x01CATEGORY": no registry entry (Direct Send)
                 any_template = True
-                msgs += (m.msisdn, m.template, int(m.otp), ix(keys.otp_bucket(account, m.msisdn)))
+                tpl = m.template or "\x01" + (m.category or "")
+                msgs += (m.msisdn, tpl, int(m.otp), ix(keys.otp_bucket(account, m.msisdn)))
             elif m.otp:
                 msgs += (m.msisdn, "", 1, ix(keys.otp_bucket(account, m.msisdn)))
             else:

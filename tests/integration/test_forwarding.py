@@ -240,9 +240,13 @@ async def test_batch_bad_number_names_its_index(
     start_gateway: GatewayFactory, sim: SimProcess
 ) -> None:
     gw = start_gateway()
-    batch = {"messages": [TEXT, {"user": {"msisdn": "abc"}}]}
+    batch = {"messages": [TEXT, {**TEXT, "user": {"msisdn": "abc"}}]}
     status, _, body = await call(gw.url, SEND + "/batch", batch)
-    assert (status, body["field"]) == (400, "messages[1].user.msisdn")
+    # contract Version 2: dropped alone, as 8x8 rejects it, not the whole batch
+    assert status == 200
+    [rejected] = body["gatewayRejected"]
+    assert (rejected["index"], rejected["field"]) == (1, "messages[1].user.msisdn")
+    assert sim.requests()[-1]["body"]["messages"] == [TEXT]
 
 
 async def test_8x8_errors_pass_through_unchanged(

@@ -1,4 +1,5 @@
-"""Reading send bodies: recipients in E.164 whatever the spelling, templates, batches,
+"""Reading send bodies as 8x8 does: recipients in E.164 whatever the spelling (or a channel
+user), templates, Direct Send, duplicate keys, JSON types, batches read message by message,
 `clientIp`, the `field` of every refusal, `without`, and no crash on any input."""
 
 from __future__ import annotations
@@ -11,8 +12,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.errors import GatewayError
-from gateway.messages import ParsedSend, normalise, parse, without
+from gateway.errors import INVALID_MSISDN, GatewayError
+from gateway.messages import (
+    ParsedSend,
+    channel_user,
+    decode_object,
+    normalise,
+    parse,
+    without,
+)
 from gateway.routes import Kind, Route
 from gateway.store.base import MessageCheck
 
@@ -58,9 +66,8 @@ def template(name: str = "promo", language: str = "en") -> dict[str, Any]:
         ("+65(876)54321", None),
         ("+65 8765-4321", None),
         (" +6587654321 ", None),
-        ("6587654321", "SG"),  # country code already there
         ("+6587654321", "US"),  # a '+' number ignores the country
-        (6587654321, None),  # JSON number
+        (6587654321, None),  # admin and webhooks: a JSON number
     ],
 )
 def test_normalise_gives_e164_whatever_the_spelling(raw: Any, country: str | None) -> None:
@@ -78,21 +85,55 @@ def test_normalise_gives_e164_whatever_the_spelling(raw: Any, country: str | Non
         ["+6587654321"],
         "not a number",
         "+6512",
-        "+99912345678",
-        "1" * 33,
+        "1" * 65,
+        "+1 800 FLOWERS",  # letters: phonenumbers would read them as digits
+        "+6587654321/x12",  # an extension
+        "+6587654321 ext 12",
+        "+6587654321#12",
+        "06587654321",  # a leading 0 without country
+        "+06587654321",
+        "++6587654321",
+        "+" + "".join(chr(0xFF10 + int(d)) for d in "6587654321"),  # not ASCII digits
     ],
 )
 def test_normalise_refuses_bad_numbers_naming_the_field(raw: Any) -> None:
     with pytest.raises(GatewayError) as info:
         normalise(raw, None, "messages[1].user.msisdn")
     assert info.value.code == "request.invalid"
+    assert info.value.number == INVALID_MSISDN
     assert info.value.extra["field"] == "messages[1].user.msisdn"
 
 
-def test_normalise_needs_a_country_for_a_national_number() -> None:
+@pytest.mark.parametrize("raw", ["1000000", "+1000000", "999999999999999", "+99912345678"])
+def test_every_number_matching_8x8s_pattern_is_that_international_number(raw: str) -> None:
+    assert normalise(raw, None, "destination") == "+" + raw.lstrip("+")
+
+
+def test_a_national_number_without_country_is_refused() -> None:
     with pytest.raises(GatewayError) as info:
-        normalise("8765 4321", None, "destination")
+        normalise("0 8765 4321", None, "destination")
     assert info.value.extra["field"] == "destination"
+
+
+@pytest.mark.parametrize(
+    ("raw", "country", "expected"),
+    [
+        ("87654321", "SG", SG),  # national only: 8 digits is no international number
+        ("6587654321", "SG", SG),  # international only: too long for Singapore
+        ("07700900123", "GB", UK),  # national with its trunk 0
+        ("07700 900123", "UK", UK),  # 8x8's docs write `uk`
+        ("6587654321", "ZZ", SG),  # no national reading in an unknown region
+    ],
+)
+def test_with_country_the_one_possible_reading_wins(raw: str, country: str, expected: str) -> None:
+    assert normalise(raw, country, "destination") == expected
+
+
+def test_with_country_two_different_possible_readings_are_ambiguous() -> None:
+    # 2025550123 in the US is +12025550123; as digits it is +2025550123 (Egypt), possible too
+    with pytest.raises(GatewayError) as info:
+        normalise("2025550123", "US", "destination")
+    assert (info.value.number, info.value.extra["field"]) == (INVALID_MSISDN, "destination")
 
 
 @pytest.mark.parametrize(
@@ -103,43 +144,108 @@ def test_normalise_needs_a_country_for_a_national_number() -> None:
         ("messages[0].destination", "messages[0].country"),
     ],
 )
-@pytest.mark.parametrize("country", ["SGP", "", 65])
+@pytest.mark.parametrize("country", ["SGP", "S1", 65])
 def test_bad_country_names_the_country_field(field: str, country_field: str, country: Any) -> None:
     with pytest.raises(GatewayError) as info:
         normalise("87654321", country, field)
     assert info.value.extra["field"] == country_field
 
 
+# --- the JSON ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"user": {"msisdn": "+6587654321", "msisdn": "+447700900123"}, "type": "text"}',
+        b'{"type": "text", "type": "template"}',
+        b'{"messages": [{"destination": "+6587654321", "destination" : "+4477009001"}]}',
+        b'{"a": "x\\":", "a": 1}',  # a `":` inside a string hides nothing
+    ],
+)
+@pytest.mark.parametrize("route", [CHAT_SEND, CHAT_BATCH, SMS_SEND, SMS_BATCH, VERIFY])
+def test_a_key_twice_anywhere_is_refused(raw: bytes, route: Route) -> None:
+    assert refusal(route, raw).code == "request.invalid"
+
+
+def test_strings_holding_key_ends_are_not_duplicates() -> None:
+    body = {"user": {"msisdn": SG}, "type": "text", "content": {"text": 'a": "b":'}}
+    assert run(CHAT_SEND, body).messages == (MessageCheck(SG),)
+
+
 # --- one message ---------------------------------------------------------------------------
 
 
+def text(msisdn: Any = SG, **user: Any) -> dict[str, Any]:
+    return {"user": {"msisdn": msisdn, **user}, "type": "text", "content": {"text": "hi"}}
+
+
 def test_chatapps_send_reads_the_user_msisdn() -> None:
-    body = {"user": {"msisdn": "6587654321"}, "type": "text", "content": {"text": "hi"}}
+    body = text("6587654321")
     parsed = run(CHAT_SEND, body)
     assert parsed.messages == (MessageCheck(SG),)
     assert parsed.body == body
-    assert parsed.client_ip is None
+    assert parsed.client_ips == ()
 
 
 def test_chatapps_send_uses_the_user_country() -> None:
-    parsed = run(CHAT_SEND, {"user": {"msisdn": "8765 4321", "country": "SG"}, "type": "text"})
+    parsed = run(CHAT_SEND, text("8765 4321", country="SG"))
     assert parsed.messages[0].msisdn == SG
 
 
 @pytest.mark.parametrize("kind", ["template", "Template", "TEMPLATE"])
-def test_chatapps_template_send_is_read_as_name_and_language(kind: str) -> None:
-    body = {"user": {"msisdn": SG}, **template("order_update", "en_US"), "type": kind}
-    assert run(CHAT_SEND, body).messages == (MessageCheck(SG, template="order_update:en_US"),)
+def test_chatapps_template_send_is_read_as_lower_case_name_and_language(kind: str) -> None:
+    body = {"user": {"msisdn": SG}, **template("Promo_Sale", "en_GB"), "type": kind}
+    assert run(CHAT_SEND, body).messages == (MessageCheck(SG, template="promo_sale:en_gb"),)
+
+
+@pytest.mark.parametrize("kind", ["text", "Text", "image", "interactive"])
+def test_chatapps_other_types_are_not_templates(kind: str) -> None:
+    body = {**template(), "user": {"msisdn": SG}, "type": kind}
+    assert run(CHAT_SEND, body).messages == (MessageCheck(SG),)
+
+
+def test_whatsapp_direct_send_is_a_template_send_of_its_category() -> None:
+    body = text()
+    body["content"]["whatsApp"] = {"directSend": {"category": "utility"}}
+    assert run(CHAT_SEND, body).messages == (MessageCheck(SG, category="UTILITY"),)
+
+
+@pytest.mark.parametrize(
+    ("user", "identity"),
+    [
+        ({"channelUserId": "US.13491208655302741918"}, "cu:whatsapp:US.13491208655302741918"),
+        ({"lineUserId": "Ua12b345"}, "cu:line:Ua12b345"),
+        ({"msisdn": SG, "channelUserId": "US.1349"}, SG),  # msisdn wins
+    ],
+)
+def test_chatapps_recipient_by_channel_user_id(user: dict[str, Any], identity: str) -> None:
+    body = {"user": user, "type": "text", "content": {"text": "hi"}}
+    assert run(CHAT_SEND, body).messages == (MessageCheck(identity),)
+    assert channel_user("WhatsApp", "US.1") == "cu:whatsapp:US.1"
 
 
 @pytest.mark.parametrize(
     ("body", "field"),
     [
-        ({"type": "text"}, "user"),
-        ({"user": "+6587654321"}, "user"),
-        ({"user": {}}, "user.msisdn"),
-        ({"user": {"msisdn": "12"}}, "user.msisdn"),
-        ({"user": {"msisdn": SG}, "type": "template"}, "content.template"),
+        ({}, "user"),
+        ({"user": 5, "type": "text", "content": {}}, "user"),
+        ({"user": {}, "type": "text", "content": {}}, "user.msisdn"),
+        ({"user": {"msisdn": "12"}, "type": "text", "content": {}}, "user.msisdn"),
+        ({"user": {"msisdn": 6587654321}, "type": "text", "content": {}}, "user.msisdn"),
+        (
+            {"user": {"msisdn": SG, "channelUserId": 5}, "type": "text", "content": {}},
+            "user.channelUserId",
+        ),
+        ({"user": {"msisdn": SG, "country": 65}, "type": "text", "content": {}}, "user.country"),
+        ({"user": {"msisdn": SG}, "content": {}}, "type"),
+        ({"user": {"msisdn": SG}, "type": " template", "content": {}}, "type"),
+        ({"user": {"msisdn": SG}, "type": "template ", "content": {}}, "type"),
+        ({"user": {"msisdn": SG}, "type": "sms", "content": {}}, "type"),
+        ({"user": {"msisdn": SG}, "type": 1, "content": {}}, "type"),
+        ({"user": {"msisdn": SG}, "type": "text"}, "content"),
+        ({"user": {"msisdn": SG}, "type": "text", "content": "hi"}, "content"),
+        ({"user": {"msisdn": SG}, "type": "template", "content": {}}, "content.template"),
         (
             {"user": {"msisdn": SG}, "type": "template", "content": {"template": 1}},
             "content.template",
@@ -153,8 +259,32 @@ def test_chatapps_template_send_is_read_as_name_and_language(kind: str) -> None:
             "content.template.name",
         ),
         (
+            {
+                "user": {"msisdn": SG},
+                "type": "template",
+                "content": {"template": {"name": " promo", "language": "en"}},
+            },
+            "content.template.name",
+        ),
+        (
             {"user": {"msisdn": SG}, "type": "template", "content": {"template": {"name": "x"}}},
             "content.template.language",
+        ),
+        (
+            {"user": {"msisdn": SG}, "type": "text", "content": {"whatsApp": {"directSend": {}}}},
+            "content.whatsApp.directSend.category",
+        ),
+        (
+            {
+                "user": {"msisdn": SG},
+                "type": "text",
+                "content": {"whatsApp": {"directSend": {"category": "marketing"}}},
+            },
+            "content.whatsApp.directSend.category",
+        ),
+        (
+            {"user": {"msisdn": SG}, "type": "text", "content": {"whatsApp": {"directSend": 1}}},
+            "content.whatsApp.directSend",
         ),
     ],
 )
@@ -168,31 +298,47 @@ def test_sms_send_reads_destination_and_client_ip() -> None:
         {"destination": "8765 4321", "country": "SG", "text": "hi", "clientIp": "192.0.2.1"},
     )
     assert parsed.messages == (MessageCheck(SG),)
-    assert parsed.client_ip == "192.0.2.1"
+    assert parsed.client_ips == ("192.0.2.1",)
 
 
 def test_verify_is_an_otp_to_the_destination() -> None:
     parsed = run(VERIFY, {"destination": "6587654321", "clientIp": "2001:DB8::1"})
     assert parsed.messages == (MessageCheck(SG, otp=True),)
-    assert parsed.client_ip == "2001:db8::1"  # normalised
+    assert parsed.client_ips == ("2001:DB8::1",)  # as written: gateway/policy/enduser.py reads it
 
 
 @pytest.mark.parametrize("route", [SMS_SEND, VERIFY])
 @pytest.mark.parametrize("value", [None, ""])
 def test_absent_client_ip_is_none(route: Route, value: Any) -> None:
-    assert run(route, {"destination": SG, "clientIp": value}).client_ip is None
+    assert run(route, {"destination": SG, "text": "hi", "clientIp": value}).client_ips == ()
+
+
+@pytest.mark.parametrize("route", [SMS_SEND, VERIFY])
+@pytest.mark.parametrize("value", ["not-an-ip", "192.0.2.300"])
+def test_client_ip_is_any_string_as_at_8x8(route: Route, value: str) -> None:
+    assert run(route, {"destination": SG, "text": "hi", "clientIp": value}).client_ips == (value,)
 
 
 @pytest.mark.parametrize("route", [SMS_SEND, VERIFY, SMS_BATCH])
-@pytest.mark.parametrize("value", ["not-an-ip", "192.0.2.300", 3232235777, ["192.0.2.1"], False])
-def test_bad_client_ip_is_refused(route: Route, value: Any) -> None:
-    body = {"destination": SG, "destinations": [SG], "clientIp": value}
+@pytest.mark.parametrize("value", [3232235777, ["192.0.2.1"], False])
+def test_client_ip_of_another_json_type_is_refused(route: Route, value: Any) -> None:
+    body = {"destination": SG, "text": "hi", "destinations": [SG], "clientIp": value}
     assert refusal(route, body).extra["field"] == "clientIp"
 
 
 @pytest.mark.parametrize("route", [SMS_SEND, VERIFY])
 def test_missing_destination_is_refused(route: Route) -> None:
     assert refusal(route, {"text": "hi"}).extra["field"] == "destination"
+
+
+@pytest.mark.parametrize("value", [6587654321, 6.5e9])
+def test_a_number_in_a_json_number_is_refused(value: Any) -> None:
+    err = refusal(SMS_SEND, {"destination": value, "text": "hi"})
+    assert (err.extra["field"], err.number) == ("destination", INVALID_MSISDN)
+
+
+def test_sms_text_is_required() -> None:
+    assert refusal(SMS_SEND, {"destination": SG}).extra["field"] == "text"
 
 
 @pytest.mark.parametrize("route", [CHAT_SEND, CHAT_BATCH, SMS_SEND, SMS_BATCH, VERIFY])
@@ -202,17 +348,21 @@ def test_non_object_body_is_refused_naming_the_body(route: Route, raw: bytes) ->
 
 
 def test_read_route_does_not_look_at_the_body() -> None:
-    assert parse(READ, b"\xff not json") == ParsedSend(None, (), None)
+    assert parse(READ, b"\xff not json") == ParsedSend(None, ())
 
 
 # --- batches -------------------------------------------------------------------------------
 
 
+def dropped(parsed: ParsedSend) -> dict[int, str]:
+    return {i: str(exc.extra["field"]) for i, exc in parsed.invalid}
+
+
 def test_chatapps_batch_reads_every_message() -> None:
-    body = {"messages": [{"user": {"msisdn": SG}}, {"user": {"msisdn": "447700900123"}}]}
+    body = {"messages": [text(SG), text("447700900123")]}
     parsed = run(CHAT_BATCH, body)
     assert parsed.messages == (MessageCheck(SG), MessageCheck(UK))
-    assert parsed.n_messages == 2
+    assert (parsed.n_messages, parsed.entries, parsed.invalid) == (2, (0, 1), ())
 
 
 def test_chatapps_batch_template_defaults_apply_unless_the_message_overrides() -> None:
@@ -228,10 +378,24 @@ def test_chatapps_batch_template_defaults_apply_unless_the_message_overrides() -
     assert templates == ["promo:en", None, "other:fr"]
 
 
-def test_chatapps_batch_defaults_may_hold_the_user_country() -> None:
-    body = {"template": {"user": {"country": "SG"}}, "messages": [{"user": {"msisdn": "87654321"}}]}
-    # the message's own `user` wins as a whole, so the batch-level country does not reach it
-    assert refusal(CHAT_BATCH, body).extra["field"] == "messages[0].user.msisdn"
+def test_chatapps_batch_template_holds_no_user() -> None:
+    body = {
+        "template": {"type": "text", "content": {}, "user": {"msisdn": SG}},
+        "messages": [{"user": {"country": "SG"}}],
+    }
+    assert dropped(run(CHAT_BATCH, body)) == {0: "messages[0].user.msisdn"}
+
+
+def test_chatapps_batch_direct_send_in_the_template_applies_to_every_message() -> None:
+    body = {
+        "template": {
+            "type": "text",
+            "content": {"whatsApp": {"directSend": {"category": "utility"}}},
+        },
+        "messages": [{"user": {"msisdn": SG}}, text(UK)],
+    }
+    checks = run(CHAT_BATCH, body).messages
+    assert [m.category for m in checks] == ["UTILITY", "UTILITY"]
 
 
 @pytest.mark.parametrize(
@@ -240,46 +404,73 @@ def test_chatapps_batch_defaults_may_hold_the_user_country() -> None:
         ({}, "messages"),
         ({"messages": []}, "messages"),
         ({"messages": {}}, "messages"),
-        ({"messages": [{"user": {"msisdn": SG}}], "template": "promo"}, "template"),
-        ({"messages": [{"user": {"msisdn": SG}}, 5]}, "messages[1]"),
-        (
-            {"messages": [{"user": {"msisdn": SG}}, {"user": {"msisdn": "x"}}]},
-            "messages[1].user.msisdn",
-        ),
-        ({"messages": [{"user": {"msisdn": SG}}, {"type": "text"}]}, "messages[1].user"),
-        (
-            {"messages": [{"user": {"msisdn": SG}, "type": "template"}]},
-            "messages[0].content.template",
-        ),
-        (
-            {"messages": [{"user": {"msisdn": SG, "country": "SGP"}}]},
-            "messages[0].user.country",
-        ),
+        ({"messages": [text()], "template": "promo"}, "template"),
+        ({"messages": [text()], "template": {"type": 5}}, "template.type"),
     ],
 )
-def test_chatapps_batch_refusals_name_the_field(body: dict[str, Any], field: str) -> None:
+def test_chatapps_batch_level_refusals_name_the_field(body: dict[str, Any], field: str) -> None:
     assert refusal(CHAT_BATCH, body).extra["field"] == field
+
+
+@pytest.mark.parametrize(
+    ("message", "field"),
+    [
+        (5, "messages[1]"),
+        (text("x"), "messages[1].user.msisdn"),
+        (text(6587654321), "messages[1].user.msisdn"),
+        ({"type": "text", "content": {}}, "messages[1].user"),
+        (
+            {"user": {"msisdn": SG}, "type": "template", "content": {}},
+            "messages[1].content.template",
+        ),
+        (text(SG, country="SGP"), "messages[1].user.country"),
+        ({"user": {"msisdn": SG}, "type": " text", "content": {}}, "messages[1].type"),
+    ],
+)
+def test_chatapps_batch_drops_a_message_8x8_would_reject_alone(message: Any, field: str) -> None:
+    parsed = run(CHAT_BATCH, {"messages": [text(), message, text(UK)]})
+    assert parsed.messages == (MessageCheck(SG), MessageCheck(UK))
+    assert parsed.entries == (0, 2)
+    assert dropped(parsed) == {1: field}
+    assert all(exc.code == "request.invalid" for _, exc in parsed.invalid)
 
 
 def test_sms_batch_recipients_are_messages_then_destinations() -> None:
     body = {
-        "template": {"country": "SG", "text": "hi"},
-        "messages": [{"destination": "87654321"}, {"destination": UK}],
-        "destinations": ["8765 4321", "+447700900123"],
+        "template": {"text": "hi"},
+        "messages": [{"destination": "87654321", "country": "SG"}, {"destination": UK}],
+        "destinations": ["6587654321", "+447700900123"],
         "clientIp": "198.51.100.7",
     }
     parsed = run(SMS_BATCH, body)
     assert [m.msisdn for m in parsed.messages] == [SG, UK, SG, UK]
     assert parsed.n_messages == 2
-    assert parsed.client_ip == "198.51.100.7"
+    assert parsed.client_ips == ("198.51.100.7",)
 
 
-def test_sms_batch_message_country_wins_over_the_default() -> None:
+def test_sms_batch_template_country_is_not_read() -> None:
+    # 8x8's SMS batch `template` has no `country`: a number is read without it
     body = {
-        "template": {"country": "GB"},
-        "messages": [{"destination": "87654321", "country": "SG"}],
+        "template": {"country": "SG", "text": "hi"},
+        "messages": [{"destination": "87654321"}, {"destination": "087654321"}],
+        "destinations": ["87654321"],
     }
-    assert run(SMS_BATCH, body).messages == (MessageCheck(SG),)
+    parsed = run(SMS_BATCH, body)
+    assert parsed.messages == (MessageCheck("+87654321"), MessageCheck("+87654321"))
+    assert dropped(parsed) == {1: "messages[1].destination"}
+
+
+def test_sms_batch_each_message_client_ip_counts() -> None:
+    body = {
+        "clientIp": "192.0.2.1",
+        "messages": [
+            {"destination": SG, "text": "a", "clientIp": "192.0.2.2"},
+            {"destination": UK, "text": "b", "clientIp": "192.0.2.1"},
+            {"destination": UK, "text": "c"},
+            {"destination": "x", "text": "d", "clientIp": "192.0.2.9"},  # dropped: not counted
+        ],
+    }
+    assert run(SMS_BATCH, body).client_ips == ("192.0.2.1", "192.0.2.2")
 
 
 def test_sms_batch_of_destinations_only() -> None:
@@ -296,20 +487,63 @@ def test_sms_batch_of_destinations_only() -> None:
         ({"messages": "x"}, "messages"),
         ({"destinations": "x"}, "destinations"),
         ({"template": [], "destinations": [SG]}, "template"),
-        ({"messages": [7]}, "messages[0]"),
-        ({"messages": [{"destination": SG}, {"text": "hi"}]}, "messages[1].destination"),
-        ({"messages": [{"destination": SG}], "destinations": [SG, "12"]}, "destinations[1]"),
-        ({"destinations": ["87654321"]}, "destinations[0]"),  # no country anywhere
-        ({"messages": [{"destination": "87654321", "country": "XYZ"}]}, "messages[0].country"),
+        ({"template": {"text": 5}, "destinations": [SG]}, "template.text"),
     ],
 )
-def test_sms_batch_refusals_name_the_field(body: dict[str, Any], field: str) -> None:
+def test_sms_batch_level_refusals_name_the_field(body: dict[str, Any], field: str) -> None:
     assert refusal(SMS_BATCH, body).extra["field"] == field
+
+
+@pytest.mark.parametrize(
+    ("body", "index", "field"),
+    [
+        ({"messages": [7]}, 0, "messages[0]"),
+        (
+            {"messages": [{"destination": SG, "text": "a"}, {"text": "hi"}]},
+            1,
+            "messages[1].destination",
+        ),
+        (
+            {"messages": [{"destination": SG, "text": "a"}, {"destination": ""}]},
+            1,
+            "messages[1].destination",
+        ),
+        (
+            {"messages": [{"destination": SG, "text": "a"}, {"destination": UK}]},
+            1,
+            "messages[1].text",
+        ),
+        (
+            {"messages": [{"destination": SG, "text": "a"}], "destinations": [SG, "12"]},
+            2,
+            "destinations[1]",
+        ),
+        (
+            {"messages": [{"destination": SG, "text": "a"}], "destinations": [SG, 6587654321]},
+            2,
+            "destinations[1]",
+        ),
+        (
+            {"messages": [{"destination": "87654321", "country": "XYZ", "text": "a"}]},
+            0,
+            "messages[0].country",
+        ),
+        (
+            {"messages": [{"destination": SG, "text": "a", "clientIp": 5}]},
+            0,
+            "messages[0].clientIp",
+        ),
+    ],
+)
+def test_sms_batch_drops_a_message_8x8_would_reject_alone(
+    body: dict[str, Any], index: int, field: str
+) -> None:
+    assert dropped(run(SMS_BATCH, body))[index] == field
 
 
 @pytest.mark.parametrize(("route", "key"), [(CHAT_BATCH, "messages"), (SMS_BATCH, "destinations")])
 def test_batch_over_10000_is_refused(route: Route, key: str) -> None:
-    item: Any = {"user": {"msisdn": SG}} if key == "messages" else SG
+    item: Any = text() if key == "messages" else SG
     assert refusal(route, {key: [item] * 10_001}).extra["field"] == key
 
 
@@ -447,3 +681,33 @@ def test_parse_arbitrary_json_returns_or_refuses(
     for check in parsed.messages:
         assert check.msisdn.startswith("+")
         assert check.msisdn[1:].isdigit()
+
+
+def test_only_send_bodies_refuse_a_key_twice() -> None:
+    raw = b'{"text": "STOP", "text": "STOP"}'
+    assert decode_object(raw) == {"text": "STOP"}  # webhooks: a STOP is never lost to it
+    with pytest.raises(GatewayError):
+        decode_object(raw, unique_keys=True)
+
+
+SURVEY = Route("sms", Kind.SEND, "acme_main", "/api/v1/subaccounts/acme_main/surveys/s1/messages")
+SURVEY_BATCH = Route(
+    "sms", Kind.BATCH, "acme_main", "/api/v1/subaccounts/acme_main/surveys/s1/messages/batch"
+)
+
+
+def test_a_survey_is_sms_shaped_without_text() -> None:
+    body = {"destination": "+6591234567", "templateBody": "Rate us {{url:}}"}
+    assert parse(SURVEY, orjson.dumps(body)).messages == (MessageCheck("+6591234567"),)
+
+
+def test_a_survey_batch_reads_messages_only_as_8x8_does() -> None:
+    # BatchSurveyRequest has no `destinations`: 8x8 sends to none of them, nor do we check them
+    body = {
+        "messages": [{"destination": "+6591234567"}, {"destination": "12"}],
+        "destinations": ["+6598765432"],
+        "template": {"templateBody": "Rate us {{url:}}"},
+    }
+    parsed = parse(SURVEY_BATCH, orjson.dumps(body))
+    assert parsed.messages == (MessageCheck("+6591234567"),)
+    assert [index for index, _ in parsed.invalid] == [1]
