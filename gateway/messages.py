@@ -34,6 +34,7 @@ import phonenumbers
 from gateway.errors import INVALID_MSISDN, GatewayError
 from gateway.numbers import NumberError, e164
 from gateway.routes import Kind, Route
+from gateway.store import keys
 from gateway.store.base import MessageCheck
 
 MAX_BATCH = 10_000
@@ -116,9 +117,10 @@ def channel_user(channel: str, user_id: str) -> str:
     `recipient.no_consent` under `opt_in = enforce`. `channel` is the lower-case channel
     name (`whatsapp` for `channelUserId`, `line` for `lineUserId`); the id is kept as
     written (8x8 documents it as case-sensitive). It cannot collide with a number, which
-    always starts with `+`.
+    always starts with `+`. The webhooks record an inbound STOP under the same key
+    (`keys.channel_user_id`, the one place the format lives).
     """
-    return f"cu:{channel.lower()}:{user_id}"
+    return keys.channel_user_id(channel, user_id)
 
 
 # --- the JSON ----------------------------------------------------------------------------

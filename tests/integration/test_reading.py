@@ -15,7 +15,13 @@ import pytest
 from multidict import CIMultiDict
 
 from tests.conftest import GatewayFactory
-from tests.support.gatewayproc import ADMIN_TOKEN, CLIENT_TOKEN, GatewayProcess, sha
+from tests.support.gatewayproc import (
+    ADMIN_TOKEN,
+    CLIENT_TOKEN,
+    WEBHOOK_SECRET,
+    GatewayProcess,
+    sha,
+)
 from tests.support.redisproc import RedisServer
 from tests.support.simproc import SimProcess
 
@@ -151,6 +157,25 @@ async def test_a_recipient_by_channel_user_id_is_forwarded_and_needs_consent_for
     status, _, body = await post(gw, CHAT, templated("promo", **user))
     assert (status, body["gatewayCode"]) == (403, "recipient.no_consent")
     assert len(sim.requests()) == 1
+
+
+async def test_a_stop_from_a_channel_user_blocks_sends_addressed_by_that_channel_user_id(
+    start_gateway: GatewayFactory, sim: SimProcess, backend: dict[str, Any]
+) -> None:
+    gw = start_gateway(**backend)
+    user = {"channelUserId": "US.13491208655302741918"}
+    stop = {"namespace": "ChatApps", "eventType": "inbound_message_received",
+            "payload": {"subAccountId": "acme_main", "channel": "WhatsApp",
+                        "user": {"msisdn": NUMBER.lstrip("+"), **user},
+                        "type": "Text", "content": {"text": "STOP"}}}  # fmt: skip
+    hook = {"Authorization": f"Bearer {WEBHOOK_SECRET}", "Content-Type": "application/json"}
+    async with aiohttp.ClientSession() as s, s.post(
+        gw.url + "/webhooks/inbound", data=json.dumps(stop), headers=hook
+    ) as r:  # fmt: skip
+        assert r.status == 200
+    status, _, body = await post(gw, CHAT, {"user": user, "type": "text", "content": {"text": "x"}})
+    assert (status, body["gatewayCode"]) == (403, "recipient.opted_out")
+    assert sim.requests() == []
 
 
 async def test_whatsapp_direct_send_is_a_template_send_of_its_category(
