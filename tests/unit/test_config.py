@@ -142,7 +142,8 @@ def test_invalid_toml_is_a_problem(write: Write) -> None:
         ("[upstream.urls]\nfax = 'https://fax.8x8.com'", "upstream.urls.fax: unknown key"),
         ("[subaccounts.acme_main]\nbogus = 1", "subaccounts.acme_main.bogus: unknown key"),
         ("[accounts.acme]\nbogus = 1", "accounts.acme.bogus: unknown key"),
-        (CLIENT + "bogus = 1", "clients[0].bogus: unknown key"),
+        (CLIENT + "bogus = 1", "clients.orders.bogus: unknown key"),
+        ("[limits]\nsubacount_rps = 1", "limits.subacount_rps: unknown key (did you mean subaccount_rps?)"),
     ],
 )
 def test_unknown_keys_are_errors(write: Write, text: str, expected: str) -> None:
@@ -272,14 +273,18 @@ def test_zero_default_rps_with_a_subaccount_rps_is_a_config_error(write: Write) 
         (CLIENT + "allowed_cidrs = ['10.0.0.300/8']", "allowed_cidrs"),
     ],
 )
-def test_client_problems_name_the_client_index(write: Write, text: str, path: str) -> None:
+def test_client_problems_name_the_client_by_name(write: Write, text: str, path: str) -> None:
     problems = problems_of(write(text))
-    assert any(p.startswith(f"clients[0].{path}: ") for p in problems), problems
+    named = "clients[0]" if path == "name" else "clients.x"  # no name: its position
+    named = "clients.orders" if "orders" in text else named
+    assert any(p.startswith(f"{named}.{path}: ") for p in problems), problems
 
 
 def test_the_same_hash_on_two_clients_is_refused(write: Write) -> None:
     problems = problems_of(write(CLIENT + CLIENT.replace("orders", "billing")))
-    assert any(p.startswith("clients[1].token_sha256: ") and "another" in p for p in problems)
+    assert any(
+        p.startswith("clients.billing.token_sha256: ") and "another" in p for p in problems
+    )
 
 
 def test_star_is_a_valid_client_subaccount(write: Write) -> None:
