@@ -251,7 +251,7 @@ def env_problems(cfg: Config, environ: Mapping[str, str]) -> list[str]:
 
 def _override_names() -> list[str]:
     hints = get_type_hints(Config)
-    names = []
+    names: list[str] = []
     for section in SECTIONS:
         for f in fields(hints[section]):
             if f.name == "urls":

@@ -37,6 +37,7 @@ class ServerConfig:
     idle_timeout_s: float = 75.0  # idle keep-alive connections and unfinished request heads
     body_timeout_s: float = 10.0  # a request body must arrive within this
     trusted_proxies: tuple[str, ...] = ()
+    metrics_dir: str = ""  # several workers: their metric files ("" = a new temp dir)
 
 
 @dataclass(frozen=True, slots=True)

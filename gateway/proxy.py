@@ -99,7 +99,7 @@ async def _forward(
     path_qs = route.path + (
         f"?{request.rel_url.raw_query_string}" if request.rel_url.raw_query_string else ""
     )
-    headers = state.upstream.request_headers(request.headers)
+    headers = state.upstream.request_headers(request.headers, info.get("request_id"))
     try:
         answer = await state.upstream.forward(route.product, path_qs, request.method, body, headers)
         if answer.status == 429:

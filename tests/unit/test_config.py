@@ -143,7 +143,10 @@ def test_invalid_toml_is_a_problem(write: Write) -> None:
         ("[subaccounts.acme_main]\nbogus = 1", "subaccounts.acme_main.bogus: unknown key"),
         ("[accounts.acme]\nbogus = 1", "accounts.acme.bogus: unknown key"),
         (CLIENT + "bogus = 1", "clients.orders.bogus: unknown key"),
-        ("[limits]\nsubacount_rps = 1", "limits.subacount_rps: unknown key (did you mean subaccount_rps?)"),
+        (
+            "[limits]\nsubacount_rps = 1",
+            "limits.subacount_rps: unknown key (did you mean subaccount_rps?)",
+        ),
     ],
 )
 def test_unknown_keys_are_errors(write: Write, text: str, expected: str) -> None:
@@ -282,9 +285,7 @@ def test_client_problems_name_the_client_by_name(write: Write, text: str, path: 
 
 def test_the_same_hash_on_two_clients_is_refused(write: Write) -> None:
     problems = problems_of(write(CLIENT + CLIENT.replace("orders", "billing")))
-    assert any(
-        p.startswith("clients.billing.token_sha256: ") and "another" in p for p in problems
-    )
+    assert any(p.startswith("clients.billing.token_sha256: ") and "another" in p for p in problems)
 
 
 def test_star_is_a_valid_client_subaccount(write: Write) -> None:
