@@ -163,6 +163,7 @@ def _time_redis_calls(store: Store, metrics: Metrics) -> None:
         method = getattr(store, op, None)
         if method is not None:
             setattr(store, op, _timed(op, method, metrics))
+            metrics.redis_errors.labels(op)  # a 0 series from the start, for rate()
 
 
 def _timed(

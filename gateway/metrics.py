@@ -153,6 +153,8 @@ class Metrics:
             multiprocess_mode="livemax",
         )
         self.build_info.labels(_version(), platform.python_version()).set(1)
+        for outcome in ("applied", "refused"):
+            self.reloads.labels(outcome)  # 0 from the start, so increase() sees the first
         # per-request counts gather here and reach prometheus-client once a second (and
         # before every scrape): with several workers each prometheus-client update is an
         # mmap write plus a getpid(), too dear to pay per request
