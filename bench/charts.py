@@ -157,3 +157,36 @@ DRAWERS: dict[str, Callable[[dict[str, Any], Path], None]] = {
     "6": failure,
     "7": memory,
 }
+
+
+def soak(result: dict[str, Any], path: Path) -> None:
+    """The soak run: each worker's RSS over time against the +10% bound (from the first
+    minute's reading), the injected faults marked, and the answers by status."""
+    fig, (mem, answers) = plt.subplots(1, 2, figsize=(12, 4), gridspec_kw={"width_ratios": [2, 1]})
+    times = [t / 60 for t, _ in result["rss"]]
+    workers = len(result["rss"][0][1]) if result["rss"] else 0
+    for w in range(workers):
+        mem.plot(times, [kb[w] / 1024 for _, kb in result["rss"]], label=f"worker {w + 1}")
+    for w, kb in enumerate(result.get("rss_kb_first_minute", [])):
+        mem.axhline(kb * 1.10 / 1024, color=f"C{w}", ls=":", lw=1)
+    kinds: dict[str, str] = {}
+    for at, label in result.get("events", []):
+        name = label.split("|", 1)[-1]
+        color = kinds.setdefault(name, f"C{2 + len(kinds) % 8}")
+        mem.axvline(at / 60, color=color, lw=0.6, alpha=0.5)
+    for name, color in kinds.items():
+        mem.plot([], [], color=color, lw=2, label=name)
+    mem.set_xlabel("minutes")
+    mem.set_ylabel("worker RSS (MB); dotted: +10% of minute 1")
+    mem.set_title(
+        f"soak: {result['sends']:,} sends, {result['faults']} faults, "
+        f"RSS {result['rss_growth']:+.1%}, refused-and-delivered {result['refused_and_delivered']}"
+    )
+    mem.legend(fontsize=7, ncol=2, loc="lower right")
+    statuses = sorted(result["statuses"].items(), key=lambda kv: -kv[1])
+    answers.barh([k for k, _ in statuses], [n for _, n in statuses], color="#1f77b4")
+    answers.invert_yaxis()
+    answers.set_xscale("log")
+    answers.set_xlabel("answers (log)")
+    answers.set_title("answers by status and gatewayCode")
+    _save(fig, path)
