@@ -103,6 +103,7 @@ async def _worker_main(
 
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
+
     def on_int() -> None:
         interrupted.set()
         stop.set()
