@@ -83,7 +83,8 @@ def build_app(
     app.on_response_prepare.append(_answer_request_id)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics_endpoint)
+    if not cfg.server.metrics_port:
+        app.router.add_get("/metrics", metrics_endpoint)
     admin.setup(app)
     webhooks.setup(app)
     app.router.add_route("*", "/{tail:.*}", proxy.handle)
@@ -277,3 +278,11 @@ async def readyz(request: web.Request) -> web.Response:
 async def metrics_endpoint(request: web.Request) -> web.Response:
     payload, ctype = request.app[STATE].metrics.render()
     return web.Response(body=payload, headers={"Content-Type": ctype})
+
+
+def metrics_app(state: State) -> web.Application:
+    """`server.metrics_port`: /metrics alone, away from the port callers reach."""
+    app = web.Application()
+    app[STATE] = state
+    app.router.add_get("/metrics", metrics_endpoint)
+    return app

@@ -47,6 +47,8 @@ def _check_server(cfg: Config, problems: list[str]) -> None:
     s = cfg.server
     if not 0 <= s.port <= 65535:
         problems.append(f"server.port: {s.port} is not a TCP port")
+    if s.metrics_port and not (0 < s.metrics_port <= 65535 and s.metrics_port != s.port):
+        problems.append(f"server.metrics_port: {s.metrics_port} is not a free TCP port")
     if not 1 <= s.workers <= 256:
         problems.append(f"server.workers: must be 1..256, got {s.workers}")
     _positive(problems, "server.max_body_bytes", s.max_body_bytes)

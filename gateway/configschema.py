@@ -38,6 +38,7 @@ class ServerConfig:
     body_timeout_s: float = 10.0  # a request body must arrive within this
     trusted_proxies: tuple[str, ...] = ()
     metrics_dir: str = ""  # several workers: their metric files ("" = a new temp dir)
+    metrics_port: int = 0  # /metrics on its own port (0: on `port`, beside the proxy)
 
 
 @dataclass(frozen=True, slots=True)

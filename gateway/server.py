@@ -119,7 +119,7 @@ async def _worker_main(
     from aiohttp import web
 
     from gateway import keyfile
-    from gateway.app import build_app
+    from gateway.app import build_app, metrics_app
     from gateway.state import STATE
 
     app = build_app(cfg, api_key, environ)
@@ -132,20 +132,29 @@ async def _worker_main(
         keepalive_timeout=srv.idle_timeout_s,  # also bounds a slow request head
     )
     await runner.setup()
-    site = web.TCPSite(runner, srv.host, srv.port, reuse_port=reuse_port, backlog=2048)
-    try:
-        await site.start()
-    except OSError as exc:
-        logs.get("gateway").error(
-            "server.bind_failed",
-            host=srv.host,
-            port=srv.port,
-            message=f"cannot listen on {srv.host}:{srv.port}: {exc.strerror or exc}",
-        )
-        # nothing was served: exit now rather than wait on a half-started app's tasks
-        # (the snapshot's first load, Redis pools) that a bind failure left behind
-        logs.flush()
-        os._exit(EXIT_BIND if reuse_port else 1)
+    runners = [runner]
+    sites = [(srv.port, web.TCPSite(runner, srv.host, srv.port, reuse_port=reuse_port,
+                                    backlog=2048))]  # fmt: skip
+    if srv.metrics_port:
+        side = web.AppRunner(metrics_app(app[STATE]), access_log=None, handle_signals=False)
+        await side.setup()
+        runners.append(side)
+        metrics = web.TCPSite(side, srv.host, srv.metrics_port, reuse_port=reuse_port)
+        sites.append((srv.metrics_port, metrics))
+    for port, site in sites:
+        try:
+            await site.start()
+        except OSError as exc:
+            logs.get("gateway").error(
+                "server.bind_failed",
+                host=srv.host,
+                port=port,
+                message=f"cannot listen on {srv.host}:{port}: {exc.strerror or exc}",
+            )
+            # nothing was served: exit now rather than wait on a half-started app's tasks
+            # (the snapshot's first load, Redis pools) that a bind failure left behind
+            logs.flush()
+            os._exit(EXIT_BIND if reuse_port else 1)
     state = app[STATE]
     # everything alive now (modules, number metadata, config) lives as long as the
     # process: keep it out of the cyclic collector so full collections stay short
@@ -164,7 +173,8 @@ async def _worker_main(
         await asyncio.wait_for(interrupted.wait(), srv.shutdown_delay_s)
     watcher.cancel()
     state.log.info("listener.closing")
-    await runner.cleanup()  # stop accepting, finish accepted requests (drain_s), close
+    for r in reversed(runners):  # stop accepting, finish accepted requests (drain_s)
+        await r.cleanup()
     state.log.info("stopped")
     return 0
 

@@ -30,7 +30,7 @@ from tests.support.gatewayproc import (
     base_config,
 )
 from tests.support.redisproc import RedisServer
-from tests.support.simproc import SimProcess
+from tests.support.simproc import SimProcess, free_port
 
 BILLS = "/chatapps/api/v1/subaccounts/acme_bills/messages"
 OTHER = {"Authorization": f"Bearer {OTHER_TOKEN}"}
@@ -292,3 +292,25 @@ async def test_malformed_requests_are_logged_as_json_without_the_offending_heade
     assert "Traceback" not in log
     for line in log.splitlines():
         assert line.startswith("{"), line
+
+
+async def test_metrics_on_their_own_port_leave_the_proxy_port(
+    start_gateway: GatewayFactory, sim: SimProcess, redis_server: RedisServer
+) -> None:
+    metrics_port = free_port()
+    gw = start_gateway(
+        server={"workers": 2, "metrics_port": metrics_port}, redis={"url": redis_server.url}
+    )
+    await _wait_events(gw, "listening", 2)
+    assert (await call(gw.url, SEND))[0] == 200
+    assert (await call(gw.url, "/metrics", None, method="GET"))[0] == 404
+    deadline = time.monotonic() + 10
+    while True:  # each worker hands its counts over about once a second
+        status, _, text = await call(
+            f"http://127.0.0.1:{metrics_port}", "/metrics", None, method="GET"
+        )
+        assert status == 200
+        if b'route="chatapps.send"' in text or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.2)
+    assert b'gateway_requests_total{decision="forwarded",route="chatapps.send"' in text
