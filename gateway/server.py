@@ -118,7 +118,7 @@ async def _worker_main(
 
     from aiohttp import web
 
-    from gateway import keyfile
+    from gateway import keyfile, protocol
     from gateway.app import build_app, metrics_app
     from gateway.state import STATE
 
@@ -132,6 +132,7 @@ async def _worker_main(
         keepalive_timeout=srv.idle_timeout_s,  # also bounds a slow request head
     )
     await runner.setup()
+    protocol.install(runner)  # malformed requests: 8x8's error shape, quoting nothing
     runners = [runner]
     sites = [(srv.port, web.TCPSite(runner, srv.host, srv.port, reuse_port=reuse_port,
                                     backlog=2048))]  # fmt: skip

@@ -282,9 +282,11 @@ async def test_malformed_requests_are_logged_as_json_without_the_offending_heade
             + b"Content-Length: abc\r\n\r\n"
         )
         await writer.drain()
-        answer = await reader.read(1000)
+        answer = await reader.read(2000)
         writer.close()
-        assert answer.split(b" ")[1] == b"400"
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.split(b" ")[1] == b"400" and secret.encode() not in answer
+        assert json.loads(body)["gatewayCode"] == "request.invalid"  # 8x8's shape
     gw.stop()
     log = gw.log_text()
     for secret in (ADMIN_TOKEN, WEBHOOK_SECRET, "client-token-xyz"):
