@@ -1,5 +1,6 @@
 # The gateway as a container: slim Python, non-root, health-checked.
-# Build: docker build -t gateway .   Run: see README ("Deploying several instances").
+# Build: docker build -t gateway .   Run: docs/operations.md (compose.yaml, deploy/kubernetes).
+# tests/integration/test_image.py stages exactly what is COPYed here and installs it.
 FROM python:3.11-slim-bookworm
 
 ENV PYTHONDONTWRITEBYTECODE=1 \

@@ -39,7 +39,13 @@ def gateway_config(sim_url: str, redis_url: str, workers: int) -> dict[str, Any]
     """Every check on: opt-outs, consent enforced, templates, OTP, end-user IP, subaccount
     and egress-IP buckets. Limits high except `bench_lim` (500/s, burst 10)."""
     return {
-        "server": {"host": "127.0.0.1", "port": free_port(), "workers": workers, "drain_s": 2},
+        "server": {
+            "host": "127.0.0.1",
+            "port": free_port(),
+            "workers": workers,
+            "drain_s": 2,
+            "shutdown_delay_s": 0,
+        },
         "redis": {"url": redis_url, "on_failure": "local", "timeout_ms": 50},
         "upstream": {
             "account_id": "acme",

@@ -139,6 +139,19 @@ def verdict(run: dict[str, Any], sim: SimProcess) -> dict[str, Any]:
     }
 
 
+def draw(result: dict[str, Any], path: Path) -> None:
+    """soak.png beside soak.json (skipped, saying so, without matplotlib)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        from bench import charts
+    except ImportError:
+        print("soak.png not drawn: matplotlib is missing (pip install -e '.[bench]')")
+        return
+    charts.soak(result, path)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.soak", description=__doc__)
     p.add_argument("--duration", type=float, default=600)
@@ -164,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
                       "duration_s": args.duration, "rate": RATE, "limit": LIMIT,
                       **verdict(run, sim), "events": run["events"], "rss": run["rss"]}  # fmt: skip
     (out / "soak.json").write_text(json.dumps(result, indent=2))
+    draw(result, out / "soak.png")
     summary = {k: v for k, v in result.items() if k not in ("events", "rss")}
     print(json.dumps(summary, indent=2))
     return 0 if result["ok"] else 1

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
@@ -39,6 +41,8 @@ def build_app(
 ) -> web.Application:
     metrics = Metrics()
     store = store if store is not None else make_store(cfg)
+    if store.kind != "memory":
+        _time_redis_calls(store, metrics)
     divisor = cfg.redis.local_divisor or cfg.server.workers
     snapshot = None
     if isinstance(store, RedisStore) and cfg.redis.on_failure == "local" and cfg.redis.snapshot_s:
@@ -78,9 +82,11 @@ def build_app(
     )
     app[STATE] = state
     app.cleanup_ctx.append(_lifecycle)
+    app.on_response_prepare.append(_answer_request_id)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics_endpoint)
+    if not cfg.server.metrics_port:
+        app.router.add_get("/metrics", metrics_endpoint)
     admin.setup(app)
     webhooks.setup(app)
     app.router.add_route("*", "/{tail:.*}", proxy.handle)
@@ -92,7 +98,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     messages.preload()
     await state.upstream.start()
     loop = asyncio.get_running_loop()
-    flusher = loop.create_task(_flush_logs_and_metrics(state.metrics))
+    flusher = loop.create_task(_flush_metrics(state))
     refresher = None
     if state.snapshot is not None and isinstance(state.store, RedisStore):
         refresher = loop.create_task(
@@ -112,24 +118,92 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     await state.store.close()
 
 
-async def _flush_logs_and_metrics(metrics: Metrics) -> None:
-    """Buffered request lines reach stdout within LineWriter.FLUSH_S even when idle, and
-    per-request counts reach the exported metrics about once a second."""
+async def _flush_metrics(state: State) -> None:
+    """Per-request counts reach the exported metrics about once a second, with the state
+    on-call watches (breakers, Redis health); the buckets' fill every few seconds."""
     ticks = 0
     while True:
-        await asyncio.sleep(logs.LineWriter.FLUSH_S)
-        logs.flush()
+        await asyncio.sleep(METRICS_FLUSH_S)
+        state.metrics.flush()
+        _sample(state)
+        if ticks % BUCKETS_EVERY == 0:
+            try:
+                await _sample_buckets(state)
+            except Exception as exc:  # Redis down: the Redis metrics say so already
+                state.log.debug("metrics.buckets_failed", error=type(exc).__name__)
         ticks += 1
-        if ticks % 5 == 0:
-            metrics.flush()
+
+
+METRICS_FLUSH_S = 1.0
+BUCKETS_EVERY = 5  # flushes between two reads of the buckets' fill
+
+
+def _sample(state: State) -> None:
+    m = state.metrics
+    now = time.monotonic()
+    for product, breaker in state.upstream.breakers.items():
+        is_open = breaker.failures >= breaker.threshold and now < breaker.open_until
+        m.breaker_open.labels(product).set(1 if is_open else 0)
+    if state.store.kind != "memory":
+        m.redis_healthy.set(1 if state.decider.healthy else 0)
+    m.max_wait_seconds.set(state.config.limits.max_wait_ms / 1000)
+
+
+async def _sample_buckets(state: State) -> None:
+    cfg, plan = state.config, state.plan
+    named = [("subaccount", sub, plan.subaccount(sub)[1]) for sub in sorted(state.metric_subs)]
+    named.append(("egress_ip", cfg.limits.egress_ip, plan.egress))
+    fills = await state.store.bucket_fill([spec for _, _, spec in named])
+    for (kind, ident, spec), fill in zip(named, fills, strict=True):
+        state.metrics.bucket_remaining.labels(kind, ident).set(fill.remaining)
+        state.metrics.bucket_burst.labels(kind, ident).set(spec.burst)
+
+
+def _time_redis_calls(store: Store, metrics: Metrics) -> None:
+    """Count the time and failures of the store's Redis round trips. Wraps the bound
+    methods on this one instance (the store stays a RedisStore for isinstance checks)."""
+    for op in ("decide_many", "ping", "bucket_fill", "hold_buckets"):
+        method = getattr(store, op, None)
+        if method is not None:
+            setattr(store, op, _timed(op, method, metrics))
+            metrics.redis_errors.labels(op)  # a 0 series from the start, for rate()
+
+
+def _timed(
+    op: str, method: Callable[..., Awaitable[Any]], metrics: Metrics
+) -> Callable[..., Awaitable[Any]]:
+    async def call(*args: Any, **kwargs: Any) -> Any:
+        started = time.perf_counter()
+        ok = False
+        try:
+            result = await method(*args, **kwargs)
+            ok = True
+            return result
+        finally:
+            metrics.redis_call(op, time.perf_counter() - started, ok)
+
+    return call
+
+
+# a caller's X-Request-Id is kept when it is this plain; anything else is replaced by one of
+# ours (it goes into headers to 8x8 and into log lines)
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:/+=@-]{1,128}$")
+
+
+def request_id(request: web.Request) -> str:
+    given = request.headers.get("X-Request-Id")
+    if given is not None and _REQUEST_ID.match(given):
+        return given
+    return os.urandom(16).hex()  # as unique as a uuid4, a third of the cost
 
 
 @web.middleware
 async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
     """One log line and one metric per request; an unexpected error becomes JSON, not a
-    traceback."""
+    traceback. The line carries the request id (the caller's X-Request-Id, or one made
+    here), the caller's address and, for the gateway's own errors, the errorId."""
     started = time.perf_counter()
-    info: dict[str, Any] = {}
+    info: dict[str, Any] = {"request_id": request_id(request), "remote": request.remote}
     request[LOG] = info
     state = request.app[STATE]
     try:
@@ -142,19 +216,46 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
     route = info.get("route")
     if route is None:
         route = info["route"] = request.path if request.path in _OPS else "unrouted"
+    reject = response.headers.get("X-Gateway-Reject")
     decision = info.get("decision")
     if decision is None:
-        decision = info["decision"] = response.headers.get("X-Gateway-Reject") or "ok"
-    state.metrics.request(route, response.status, decision)
+        decision = info["decision"] = reject or "ok"
+    if reject is not None:
+        info["error_id"] = _error_id(response)
+        if response.status == 404:
+            info["path"] = request.path  # scrubbed like any free text (numbers masked)
+    seconds = time.perf_counter() - started
+    state.metrics.request(route, response.status, decision, seconds)
+    if "subaccount" in info:  # a proxied request: its outcome by (bounded) subaccount
+        state.metrics.decision(decision, state.subaccount_label(info["subaccount"]))
     if route not in _OPS:
         state.log.info(
             "request",
             method=request.method,
             status=response.status,
-            ms=round((time.perf_counter() - started) * 1000, 2),
+            ms=round(seconds * 1000, 2),
             **info,
         )
     return response
+
+
+def _error_id(response: web.StreamResponse) -> str | None:
+    body = getattr(response, "body", None)
+    if not isinstance(body, bytes):
+        return None
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    value = parsed.get("errorId") if isinstance(parsed, dict) else None
+    return value if isinstance(value, str) else None
+
+
+async def _answer_request_id(request: web.Request, response: web.StreamResponse) -> None:
+    """Every answer, streamed ones too, carries the request's X-Request-Id."""
+    info = request.get(LOG)
+    if info is not None and "request_id" in info:
+        response.headers["X-Request-Id"] = info["request_id"]
 
 
 _OPS = frozenset({"/healthz", "/readyz", "/metrics"})
@@ -179,3 +280,11 @@ async def readyz(request: web.Request) -> web.Response:
 async def metrics_endpoint(request: web.Request) -> web.Response:
     payload, ctype = request.app[STATE].metrics.render()
     return web.Response(body=payload, headers={"Content-Type": ctype})
+
+
+def metrics_app(state: State) -> web.Application:
+    """`server.metrics_port`: /metrics alone, away from the port callers reach."""
+    app = web.Application()
+    app[STATE] = state
+    app.router.add_get("/metrics", metrics_endpoint)
+    return app

@@ -37,10 +37,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from gateway.demo import run
 
         return run(args.port, args.sim_port)
+    if args.command == "check-config":
+        return check_config(args.config)
     try:
         cfg = config_mod.load(args.config, os.environ)
-        if args.command == "check-config":
-            return 0
         from gateway.server import serve
 
         return serve(cfg, args.config, os.environ)
@@ -48,6 +48,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
         return 1
+
+
+def check_config(path: str | None) -> int:
+    """Everything `serve` would refuse, and more: the file, the 8x8 key, stray overrides."""
+    if not path:
+        print("config: no config file given (--config PATH or GATEWAY_CONFIG)", file=sys.stderr)
+        return 1
+    try:
+        cfg = config_mod.load(path, os.environ)
+    except ConfigError as exc:
+        problems = exc.problems
+    else:
+        problems = config_mod.env_problems(cfg, os.environ)
+        try:
+            config_mod.read_api_key(cfg, os.environ)
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    if problems:
+        return 1
+    print("ok")
+    return 0
 
 
 def hash_token() -> int:

@@ -6,172 +6,57 @@ Every problem is reported as `key.path: reason`, all of them at once.
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
-import math
 import os
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin, get_type_hints
 
-from gateway.configcheck import PRODUCTS, check
+from gateway.configcheck import check
+from gateway.configschema import (
+    PRODUCTS,
+    SECTIONS,
+    AccountConfig,
+    AdminConfig,
+    ClientConfig,
+    Config,
+    ConfigError,
+    LimitsConfig,
+    Network,
+    PolicyConfig,
+    RedisConfig,
+    ServerConfig,
+    SubaccountConfig,
+    TemplatesConfig,
+    UpstreamConfig,
+    WebhooksConfig,
+    subaccount_key,
+)
 
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-
-class ConfigError(Exception):
-    """One or more `key.path: reason` problems."""
-
-    def __init__(self, problems: list[str]) -> None:
-        super().__init__("\n".join(problems))
-        self.problems = problems
-
-
-@dataclass(frozen=True, slots=True)
-class ServerConfig:
-    host: str = "0.0.0.0"
-    port: int = 8080
-    workers: int = 1
-    max_body_bytes: int = 16_777_216  # decoded size (gzip too): a 10,000-message batch fits
-    drain_s: float = 10.0
-    shutdown_delay_s: float = 5.0  # SIGTERM: /readyz 503 this long before the listener closes
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
-    idle_timeout_s: float = 75.0  # idle keep-alive connections and unfinished request heads
-    body_timeout_s: float = 10.0  # a request body must arrive within this
-    trusted_proxies: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class RedisConfig:
-    mode: Literal["standalone", "cluster", "sentinel"] = "standalone"
-    url: str = ""
-    sentinels: tuple[str, ...] = ()
-    service_name: str = "mymaster"
-    on_failure: Literal["local", "open", "closed"] = "local"
-    local_divisor: int = 0
-    timeout_ms: int = 50
-    otp_on_failure: Literal["closed", "local"] = "closed"  # OTP sends while deciding locally
-    snapshot_s: int = 300  # compliance snapshot reload period for the local fallback; 0 = none
-
-
-@dataclass(frozen=True, slots=True)
-class UpstreamConfig:
-    api_key_env: str = "EIGHTX8_API_KEY"
-    api_key_file: str = ""
-    account_id: str = "acme"
-    timeout_s: float = 10.0
-    breaker_failures: int = 20  # failures in a row that open a product's circuit
-    breaker_open_s: float = 5.0  # how long it stays open before one request probes it
-    urls: Mapping[str, str] = field(
-        default_factory=lambda: {p: f"https://{p}.8x8.com" for p in PRODUCTS}
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class LimitsConfig:
-    subaccount_rps: int = 1800
-    subaccount_burst: int = 36
-    egress_ip_rps: int = 3000
-    egress_ip_burst: int = 60
-    egress_ip: str = "default"
-    otp_per_recipient: int = 1
-    otp_window_s: int = 60
-    end_user_ip_per_minute: int = 10
-    end_user_ipv6_prefix: int = 64  # IPv6 end users are counted per network of this length
-    max_wait_ms: int = 100
-
-
-@dataclass(frozen=True, slots=True)
-class SubaccountConfig:
-    account: str = ""  # "" = upstream.account_id
-    rps: int = 0  # 0 = limits.subaccount_rps
-    burst: int = 0  # 0 = derived from rps
-
-
-@dataclass(frozen=True, slots=True)
-class AccountConfig:
-    whatsapp_channels: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class TemplatesConfig:
-    sync_s: int = 300
-    # templates created through the gateway: lint first; enforce: 400 when Meta would
-    # reject it, warn: log the findings and forward, off: forward unread
-    lint_on_create: Literal["enforce", "warn", "off"] = "enforce"
-
-
-@dataclass(frozen=True, slots=True)
-class PolicyConfig:
-    opt_in: Literal["enforce", "warn", "off"] = "enforce"
-    unknown_template: Literal["reject", "allow"] = "reject"
-    stop_keywords: tuple[str, ...] = ("STOP", "UNSUBSCRIBE")
-    start_keywords: tuple[str, ...] = ("START",)
-    push_optouts: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class WebhooksConfig:
-    secret_env: str = "GATEWAY_WEBHOOK_SECRET"  # noqa: S105 - a variable name
-
-
-@dataclass(frozen=True, slots=True)
-class AdminConfig:
-    token_env: str = "GATEWAY_ADMIN_TOKEN"  # noqa: S105 - a variable name
-    auth_failures_per_minute: int = 10
-
-
-@dataclass(frozen=True, slots=True)
-class ClientConfig:
-    name: str = ""
-    token_sha256: tuple[str, ...] = ()
-    subaccounts: tuple[str, ...] = ()
-    accounts: tuple[str, ...] = ()  # account-level 8x8 paths it may call; "*" = any
-    allowed_cidrs: tuple[str, ...] = ()
-    end_user_ip_from_xff: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class Config:
-    server: ServerConfig = field(default_factory=ServerConfig)
-    redis: RedisConfig = field(default_factory=RedisConfig)
-    upstream: UpstreamConfig = field(default_factory=UpstreamConfig)
-    limits: LimitsConfig = field(default_factory=LimitsConfig)
-    templates: TemplatesConfig = field(default_factory=TemplatesConfig)
-    policy: PolicyConfig = field(default_factory=PolicyConfig)
-    webhooks: WebhooksConfig = field(default_factory=WebhooksConfig)
-    admin: AdminConfig = field(default_factory=AdminConfig)
-    subaccounts: Mapping[str, SubaccountConfig] = field(default_factory=dict)
-    accounts: Mapping[str, AccountConfig] = field(default_factory=dict)
-    clients: tuple[ClientConfig, ...] = ()
-
-    def subaccount(self, subaccount: str) -> SubaccountConfig | None:
-        """The `[subaccounts.*]` entry of a subaccount id, matched case-insensitively (8x8's
-        ids are; the loader keys the table by `subaccount_key`)."""
-        return self.subaccounts.get(subaccount_key(subaccount))
-
-    def account_of(self, subaccount: str) -> str:
-        sub = self.subaccount(subaccount)
-        return sub.account if sub and sub.account else self.upstream.account_id
-
-    def subaccount_limit(self, subaccount: str) -> tuple[int, int]:
-        """(rps, burst) in force for a subaccount."""
-        lim = self.limits
-        sub = self.subaccount(subaccount)
-        if sub is None or (not sub.rps and not sub.burst):
-            return lim.subaccount_rps, lim.subaccount_burst
-        rps = sub.rps or lim.subaccount_rps
-        burst = sub.burst or max(1, math.ceil(rps * lim.subaccount_burst / lim.subaccount_rps))
-        return rps, burst
-
-
-def subaccount_key(subaccount: str) -> str:
-    """The form in which subaccount ids are compared: 8x8 does not tell case apart."""
-    return subaccount.lower()
-
-
-_SECTIONS = ("server", "redis", "upstream", "limits", "templates", "policy", "webhooks", "admin")
+__all__ = [
+    "PRODUCTS",
+    "AccountConfig",
+    "AdminConfig",
+    "ClientConfig",
+    "Config",
+    "ConfigError",
+    "LimitsConfig",
+    "Network",
+    "PolicyConfig",
+    "RedisConfig",
+    "ServerConfig",
+    "SubaccountConfig",
+    "TemplatesConfig",
+    "UpstreamConfig",
+    "WebhooksConfig",
+    "load",
+    "parse_networks",
+    "read_api_key",
+    "subaccount_key",
+]
 
 
 def load(path: str | Path | None, environ: Mapping[str, str] | None = None) -> Config:
@@ -201,7 +86,7 @@ def _apply_env(raw: dict[str, Any], env: Mapping[str, str], problems: list[str])
         if not name.startswith("GATEWAY_"):
             continue
         rest = name[len("GATEWAY_") :].lower()
-        for section in _SECTIONS:
+        for section in SECTIONS:
             if not rest.startswith(section + "_"):
                 continue
             key = rest[len(section) + 1 :]
@@ -258,7 +143,7 @@ def _build(cls: Any, table: Any, path: str, problems: list[str]) -> Any:
     for key, value in table.items():
         where = f"{path}.{key}" if path else key
         if key not in names:
-            problems.append(f"{where}: unknown key")
+            problems.append(f"{where}: unknown key{did_you_mean(key, names)}")
             continue
         converted = _convert(value, hints[key], where, problems)
         if converted is not None:
@@ -296,7 +181,7 @@ def _build_config(raw: dict[str, Any], problems: list[str]) -> Config | None:
     hints = get_type_hints(Config)
     kwargs: dict[str, Any] = {}
     for key, value in raw.items():
-        if key in _SECTIONS:
+        if key in SECTIONS:
             table = dict(value) if isinstance(value, dict) else value
             urls = (
                 table.pop("urls", None) if key == "upstream" and isinstance(table, dict) else None
@@ -319,11 +204,78 @@ def _build_config(raw: dict[str, Any], problems: list[str]) -> Config | None:
                 problems.append("clients: must be an array of tables ([[clients]])")
                 continue
             kwargs[key] = tuple(
-                _build(ClientConfig, t, f"clients[{i}]", problems) for i, t in enumerate(value)
+                _build(ClientConfig, t, client_path(t, i, value), problems)
+                for i, t in enumerate(value)
             )
         else:
-            problems.append(f"{key}: unknown key")
+            problems.append(f"{key}: unknown key{did_you_mean(key, _TOP_LEVEL)}")
     return Config(**kwargs)
+
+
+_TOP_LEVEL = (*SECTIONS, "subaccounts", "accounts", "clients")
+
+
+def client_path(table: Any, index: int, tables: list[Any]) -> str:
+    """How problems name a `[[clients]]` entry: by its `name` (`clients.orders`) when it has
+    a unique one, else by position (`clients[2]`)."""
+    name = table.get("name") if isinstance(table, dict) else None
+    names = [t.get("name") for t in tables if isinstance(t, dict)]
+    if isinstance(name, str) and name and names.count(name) == 1:
+        return f"clients.{name}"
+    return f"clients[{index}]"
+
+
+def did_you_mean(key: str, known: Any) -> str:
+    """` (did you mean X?)` for the nearest known key, or nothing when none is near."""
+    match = difflib.get_close_matches(key, list(known), n=1, cutoff=0.7)
+    return f" (did you mean {match[0]}?)" if match else ""
+
+
+def env_problems(cfg: Config, environ: Mapping[str, str]) -> list[str]:
+    """`GATEWAY_*` variables that name no config key (a typo of an override is ignored by
+    `load`; `check-config` reports it). The secrets' own variables are allowed."""
+    known = set(_override_names())
+    allowed = {
+        "GATEWAY_CONFIG",
+        cfg.admin.token_env,
+        cfg.webhooks.secret_env,
+        cfg.upstream.api_key_env,
+    }
+    problems = []
+    for name in sorted(environ):
+        if name.startswith("GATEWAY_") and name not in known and name not in allowed:
+            hint = did_you_mean(name, known | allowed)
+            problems.append(f"{name}: this variable names no config key{hint}")
+    return problems
+
+
+def _override_names() -> list[str]:
+    hints = get_type_hints(Config)
+    names: list[str] = []
+    for section in SECTIONS:
+        for f in fields(hints[section]):
+            if f.name == "urls":
+                names.extend(f"GATEWAY_UPSTREAM_URLS_{p.upper()}" for p in PRODUCTS)
+            else:
+                names.append(f"GATEWAY_{section}_{f.name}".upper())
+    return names
+
+
+def flatten(cfg: Any, prefix: str = "") -> dict[str, Any]:
+    """`{"limits.subaccount_rps": 1800, ...}`: every leaf of a config, for reload diffs."""
+    out: dict[str, Any] = {}
+    if is_dataclass(cfg) and not isinstance(cfg, type):
+        for f in fields(cfg):
+            out.update(flatten(getattr(cfg, f.name), f"{prefix}{f.name}."))
+    elif isinstance(cfg, Mapping):
+        for k, v in cfg.items():
+            out.update(flatten(v, f"{prefix}{k}."))
+    elif isinstance(cfg, tuple) and cfg and is_dataclass(cfg[0]):
+        for item in cfg:
+            out.update(flatten(item, f"{prefix}{getattr(item, 'name', '')}."))
+    else:
+        out[prefix.rstrip(".")] = cfg
+    return out
 
 
 def _keyed_by_case(table: dict[str, Any], problems: list[str]) -> dict[str, Any]:
@@ -343,7 +295,9 @@ def _build_urls(urls: Any, problems: list[str]) -> dict[str, str]:
         return merged
     for product, url in urls.items():
         if product not in PRODUCTS:
-            problems.append(f"upstream.urls.{product}: unknown key")
+            problems.append(
+                f"upstream.urls.{product}: unknown key{did_you_mean(product, PRODUCTS)}"
+            )
         elif not isinstance(url, str):
             problems.append(f"upstream.urls.{product}: must be a string")
         else:

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-if TYPE_CHECKING:
-    from gateway.config import Config
+from gateway.configschema import PRODUCTS, Config
 
-PRODUCTS = ("chatapps", "sms", "verify", "contacts")
+__all__ = ["PRODUCTS", "check"]
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _SUBACCOUNT = re.compile(r"^[A-Za-z0-9\-._&]{3,50}$")  # 8x8's subAccountId pattern
 _NAME = re.compile(r"^[A-Za-z0-9\-._:]{1,64}$")
@@ -49,6 +47,8 @@ def _check_server(cfg: Config, problems: list[str]) -> None:
     s = cfg.server
     if not 0 <= s.port <= 65535:
         problems.append(f"server.port: {s.port} is not a TCP port")
+    if s.metrics_port and not (0 < s.metrics_port <= 65535 and s.metrics_port != s.port):
+        problems.append(f"server.metrics_port: {s.metrics_port} is not a free TCP port")
     if not 1 <= s.workers <= 256:
         problems.append(f"server.workers: must be 1..256, got {s.workers}")
     _positive(problems, "server.max_body_bytes", s.max_body_bytes)
@@ -136,8 +136,12 @@ def _check_subaccounts(cfg: Config, problems: list[str]) -> None:
 
 def _check_clients(cfg: Config, problems: list[str]) -> None:
     seen: set[str] = set()
+    names = [c.name for c in cfg.clients]
     for i, client in enumerate(cfg.clients):
-        path = f"clients[{i}]"
+        unique = client.name and names.count(client.name) == 1
+        path = f"clients.{client.name}" if unique else f"clients[{i}]"
+        if client.name and not unique:
+            problems.append(f"{path}.name: {client.name!r} is the name of another client too")
         if not client.name:
             problems.append(f"{path}.name: required")
         if not client.token_sha256:

@@ -19,7 +19,7 @@ SUBACCOUNT = "demo_main"
 def demo_config(port: int, sim_url: str, token: str) -> Config:
     urls = {p: f"{sim_url}/{p}" for p in ("chatapps", "sms", "verify", "contacts")}
     return Config(
-        server=ServerConfig(host="127.0.0.1", port=port),
+        server=ServerConfig(host="127.0.0.1", port=port, shutdown_delay_s=0),
         upstream=UpstreamConfig(account_id="demo", urls=urls, timeout_s=5),
         clients=(
             ClientConfig(

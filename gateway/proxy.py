@@ -113,7 +113,7 @@ async def _forward(
         state.metrics.shaped_seconds.observe(decision.wait_us / 1e6)
         await asyncio.sleep(decision.wait_us / 1e6)
     path_qs = _path_qs(request, route)
-    headers = state.upstream.request_headers(request.headers)
+    headers = state.upstream.request_headers(request.headers, info.get("request_id"))
     try:
         answer = await state.upstream.forward(route.product, path_qs, request.method, body, headers)
         if answer.status == 429:
@@ -196,7 +196,7 @@ async def _pass_through(
         info["waited_ms"] = decision.wait_us // 1000
         state.metrics.shaped_seconds.observe(decision.wait_us / 1e6)
         await asyncio.sleep(decision.wait_us / 1e6)
-    headers = state.upstream.request_headers(request.headers)
+    headers = state.upstream.request_headers(request.headers, request[LOG].get("request_id"))
     body = raw if raw else None
     if citizen.watches(request.method, route.product, route.path):
         return await _forward_watched(request, state, route, body, headers)

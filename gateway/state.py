@@ -12,8 +12,8 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.config import Config, Network, parse_networks
-from gateway.metrics import Metrics
+from gateway.config import Config, Network, parse_networks, subaccount_key
+from gateway.metrics import OTHER, Metrics
 from gateway.policy.auth import Clients
 from gateway.policy.decider import Decider
 from gateway.policy.guard import SecretGuard
@@ -37,6 +37,7 @@ class State:
     clients: Clients = field(init=False)
     trusted: tuple[Network, ...] = field(init=False)
     guard: SecretGuard = field(init=False)
+    metric_subs: frozenset[str] = field(init=False)  # subaccounts with their own series
     draining: bool = False
     snapshot: Compliance | None = None  # the local fallback's compliance data (Redis only)
 
@@ -50,8 +51,18 @@ class State:
         self.clients = Clients(cfg.clients)
         self.trusted = parse_networks(cfg.server.trusted_proxies)
         self.guard = SecretGuard(cfg.admin.auth_failures_per_minute)
+        named = set(cfg.subaccounts) | {s for c in cfg.clients for s in c.subaccounts}
+        self.metric_subs = frozenset(subaccount_key(s) for s in named if s != "*")
         if self.snapshot is not None:
             self.snapshot.want(config_accounts(cfg))
+
+    def subaccount_label(self, subaccount: str | None) -> str:
+        """A metric label: a configured subaccount's id, "other" for any other, "none" for
+        requests without one (account-level paths). Never unbounded."""
+        if not subaccount:
+            return "none"
+        key = subaccount_key(subaccount)
+        return key if key in self.metric_subs else OTHER
 
 
 STATE = web.AppKey("state", State)

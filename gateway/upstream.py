@@ -144,12 +144,16 @@ class Upstream:
         if self._session is not None:
             await self._session.close()
 
-    def request_headers(self, incoming: Mapping[str, str]) -> dict[str, str]:
+    def request_headers(
+        self, incoming: Mapping[str, str], request_id: str | None = None
+    ) -> dict[str, str]:
         headers = {"Authorization": self._auth}
         for name in FORWARD_REQUEST:
             value = incoming.get(name)
             if value is not None:
                 headers[name] = value
+        if request_id is not None:  # the caller's, or the one the gateway made for it
+            headers["X-Request-Id"] = request_id
         return headers
 
     async def forward(

@@ -35,7 +35,12 @@ def sha(token: str) -> str:
 def base_config(sim_url: str, port: int | None = None, **sections: Any) -> dict[str, Any]:
     """A config dict for a gateway in front of the simulator; `sections` override tables."""
     cfg: dict[str, Any] = {
-        "server": {"host": "127.0.0.1", "port": port or free_port(), "drain_s": 10},
+        "server": {
+            "host": "127.0.0.1",
+            "port": port or free_port(),
+            "drain_s": 10,
+            "shutdown_delay_s": 0,
+        },  # tests stop at once; test_fleet tests the delay
         "upstream": {
             "account_id": "acme",
             "timeout_s": 2,

@@ -39,13 +39,70 @@ def clean_subprocess_env(**extra: str) -> dict[str, str]:
 # --- check-config --------------------------------------------------------------------------
 
 
-def test_check_config_valid_file_exits_0(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+def test_check_config_valid_file_prints_ok_and_exits_0(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     path = tmp_path / "ok.toml"
     path.write_text("[server]\nport = 9000\n", encoding="utf-8")
+    monkeypatch.setenv("EIGHTX8_API_KEY", "k")
     assert main(["check-config", "--config", str(path)]) == 0
-    assert capsys.readouterr().err == ""
+    out = capsys.readouterr()
+    assert (out.out, out.err) == ("ok\n", "")
+
+
+def test_check_config_fails_when_the_key_variable_is_unset(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "ok.toml"
+    path.write_text("[upstream]\napi_key_env = 'MY_8X8_KEY'\n", encoding="utf-8")
+    monkeypatch.delenv("MY_8X8_KEY", raising=False)
+    assert main(["check-config", "--config", str(path)]) == 1
+    assert "upstream.api_key_env: " in capsys.readouterr().err
+
+
+def test_check_config_fails_when_the_key_file_is_missing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "ok.toml"
+    path.write_text(f"[upstream]\napi_key_file = '{tmp_path}/absent.key'\n", encoding="utf-8")
+    assert main(["check-config", "--config", str(path)]) == 1
+    assert "upstream.api_key_file: " in capsys.readouterr().err
+
+
+def test_check_config_fails_without_a_config_file(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("EIGHTX8_API_KEY", "k")
+    assert main(["check-config"]) == 1
+    assert capsys.readouterr().err.startswith("config: no config file given")
+
+
+def test_check_config_names_a_mistyped_override_and_suggests_the_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "ok.toml"
+    path.write_text("[admin]\ntoken_env = 'GATEWAY_OPS_TOKEN'\n", encoding="utf-8")
+    monkeypatch.setenv("EIGHTX8_API_KEY", "k")
+    monkeypatch.setenv("GATEWAY_REDIS_ULR", "redis://x")
+    for allowed in ("GATEWAY_OPS_TOKEN", "GATEWAY_WEBHOOK_SECRET", "GATEWAY_CONFIG"):
+        monkeypatch.setenv(allowed, str(path) if allowed == "GATEWAY_CONFIG" else "s")
+    assert main(["check-config", "--config", str(path)]) == 1
+    assert capsys.readouterr().err.splitlines() == [
+        "GATEWAY_REDIS_ULR: this variable names no config key (did you mean GATEWAY_REDIS_URL?)"
+    ]
+
+
+def test_check_config_names_clients_by_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(
+        "[[clients]]\nname = 'orders'\ntoken_sha256 = 'abc'\nsubaccounts = ['acme_main']\n",
+        encoding="utf-8",
+    )
+    monkeypatch.setenv("EIGHTX8_API_KEY", "k")
+    assert main(["check-config", "--config", str(path)]) == 1
+    assert capsys.readouterr().err.startswith("clients.orders.token_sha256: ")
 
 
 def test_check_config_prints_each_problem_and_exits_1(

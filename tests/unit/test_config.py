@@ -142,7 +142,11 @@ def test_invalid_toml_is_a_problem(write: Write) -> None:
         ("[upstream.urls]\nfax = 'https://fax.8x8.com'", "upstream.urls.fax: unknown key"),
         ("[subaccounts.acme_main]\nbogus = 1", "subaccounts.acme_main.bogus: unknown key"),
         ("[accounts.acme]\nbogus = 1", "accounts.acme.bogus: unknown key"),
-        (CLIENT + "bogus = 1", "clients[0].bogus: unknown key"),
+        (CLIENT + "bogus = 1", "clients.orders.bogus: unknown key"),
+        (
+            "[limits]\nsubacount_rps = 1",
+            "limits.subacount_rps: unknown key (did you mean subaccount_rps?)",
+        ),
     ],
 )
 def test_unknown_keys_are_errors(write: Write, text: str, expected: str) -> None:
@@ -272,14 +276,16 @@ def test_zero_default_rps_with_a_subaccount_rps_is_a_config_error(write: Write) 
         (CLIENT + "allowed_cidrs = ['10.0.0.300/8']", "allowed_cidrs"),
     ],
 )
-def test_client_problems_name_the_client_index(write: Write, text: str, path: str) -> None:
+def test_client_problems_name_the_client_by_name(write: Write, text: str, path: str) -> None:
     problems = problems_of(write(text))
-    assert any(p.startswith(f"clients[0].{path}: ") for p in problems), problems
+    named = "clients[0]" if path == "name" else "clients.x"  # no name: its position
+    named = "clients.orders" if "orders" in text else named
+    assert any(p.startswith(f"{named}.{path}: ") for p in problems), problems
 
 
 def test_the_same_hash_on_two_clients_is_refused(write: Write) -> None:
     problems = problems_of(write(CLIENT + CLIENT.replace("orders", "billing")))
-    assert any(p.startswith("clients[1].token_sha256: ") and "another" in p for p in problems)
+    assert any(p.startswith("clients.billing.token_sha256: ") and "another" in p for p in problems)
 
 
 def test_star_is_a_valid_client_subaccount(write: Write) -> None:
@@ -478,3 +484,54 @@ def test_end_user_ipv6_prefix_is_a_prefix_length() -> None:
     with pytest.raises(ConfigError) as err:
         load(None, {"GATEWAY_LIMITS_END_USER_IPV6_PREFIX": "129"})
     assert err.value.problems == ["limits.end_user_ipv6_prefix: must be 1..128, got 129"]
+
+
+# --- reload diffs and stray overrides ------------------------------------------------------
+
+
+def test_a_reload_diff_names_keys_never_values_and_which_need_a_restart() -> None:
+    from dataclasses import replace
+
+    from gateway.config import ClientConfig, Config, LimitsConfig, ServerConfig, UpstreamConfig
+    from gateway.server import changed_keys, keep_fixed, needs_restart
+
+    old = Config(clients=(ClientConfig(name="orders", token_sha256=(HASH_A,)),))
+    new = replace(
+        old,
+        server=ServerConfig(port=9000),
+        limits=LimitsConfig(subaccount_rps=900, subaccount_burst=18),
+        upstream=UpstreamConfig(api_key_file="/run/key", timeout_s=3),
+        clients=(ClientConfig(name="orders", token_sha256=(HASH_A, HASH_B)),),
+    )
+    changed = changed_keys(old, new)
+    assert changed == [
+        "clients.orders.token_sha256",
+        "limits.subaccount_burst",
+        "limits.subaccount_rps",
+        "server.port",
+        "upstream.api_key_file",
+        "upstream.timeout_s",
+    ]
+    assert [k for k in changed if needs_restart(k)] == ["server.port", "upstream.timeout_s"]
+    kept = keep_fixed(old, new)
+    assert kept.server.port == 8080 and kept.upstream.timeout_s == 10
+    assert kept.upstream.api_key_file == "/run/key" and kept.limits.subaccount_rps == 900
+
+
+def test_stray_gateway_variables_are_named_with_the_nearest_key() -> None:
+    from gateway.config import Config, env_problems
+
+    env = {
+        "GATEWAY_SERVER_PORT": "1",
+        "GATEWAY_UPSTREAM_URLS_SMS": "https://x",
+        "GATEWAY_ADMIN_TOKEN": "s",
+        "GATEWAY_CONFIG": "/etc/gateway.toml",
+        "GATEWAY_LIMITS_SUBACOUNT_RPS": "5",
+        "GATEWAY_NOTHING_LIKE_IT": "x",
+        "HOME": "/root",
+    }
+    assert env_problems(Config(), env) == [
+        "GATEWAY_LIMITS_SUBACOUNT_RPS: this variable names no config key "
+        "(did you mean GATEWAY_LIMITS_SUBACCOUNT_RPS?)",
+        "GATEWAY_NOTHING_LIKE_IT: this variable names no config key",
+    ]

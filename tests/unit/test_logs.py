@@ -177,3 +177,54 @@ def test_configured_logs_mask_numbers_in_exceptions(
     out = _read(configured).out
     assert "request.failed" in out
     assert "87654321" not in out
+
+
+def test_a_subaccount_id_that_looks_like_a_number_is_masked() -> None:
+    assert scrubbed(subaccount="6587654321")["subaccount"] == "******4321"
+    assert scrubbed(subaccount="acme_main")["subaccount"] == "acme_main"
+
+
+def test_request_lines_are_written_when_logged_without_a_flush(
+    configured: pytest.CaptureFixture[str],
+) -> None:
+    log().info("request", status=200)
+    [line] = lines(configured.readouterr().out)  # no logs.flush()
+    assert line["event"] == "request" and isinstance(line["pid"], int)
+
+
+def test_the_level_comes_from_the_config(configured: pytest.CaptureFixture[str]) -> None:
+    logs.configure("warning")
+    logs.get("gateway").info("quiet")
+    logs.get("gateway").warning("loud")
+    assert [line["event"] for line in lines(configured.readouterr().out)] == ["loud"]
+
+
+def test_aiohttps_own_errors_become_json_without_the_offending_bytes(
+    configured: pytest.CaptureFixture[str],
+) -> None:
+    import logging
+
+    from aiohttp.http_exceptions import BadHttpMessage
+
+    log()
+    try:
+        raise BadHttpMessage(f"Invalid header value char: b'Authorization: Bearer {TOKEN}'")
+    except BadHttpMessage:
+        logging.getLogger("aiohttp.server").exception("Error handling request from %s", "10.1.2.3")
+    out = configured.readouterr().out
+    assert TOKEN not in out and "Traceback" not in out
+    [line] = lines(out)
+    assert line["event"] == "http.bad_request" and line["remote"] == "10.1.2.3"
+    assert (line["error"], line["status"]) == ("BadHttpMessage", 400)
+
+
+def test_known_secrets_are_redacted_from_free_text(
+    configured: pytest.CaptureFixture[str],
+) -> None:
+    logs.redact("admin-secret-value")
+    try:
+        log().error("odd", detail="header was admin-secret-value")
+    finally:
+        logs.redact()
+    out = configured.readouterr().out
+    assert "admin-secret-value" not in out and "[redacted]" in out
