@@ -18,6 +18,7 @@ from aiohttp import web
 
 from gateway import optoutpush, scheduled, templatesync
 from gateway.errors import GatewayError, error_response, now_rfc3339
+from gateway.logs import mask
 from gateway.messages import invalid, normalise
 from gateway.policy.decider import is_store_failure
 from gateway.policy.guard import refusal
@@ -254,12 +255,6 @@ async def consent_export(request: web.Request, state: State) -> web.StreamRespon
 # --- erasure -------------------------------------------------------------------------------
 
 
-def masked(msisdn: str) -> str:
-    """A number as logs show it: `+`, one `*` per hidden digit, the last four digits."""
-    digits = msisdn.lstrip("+")
-    return "+" + "*" * max(0, len(digits) - 4) + digits[-4:]
-
-
 async def person_erase(request: web.Request, state: State) -> web.StreamResponse:
     """Erase a person's consent records (their right to erasure). The export keeps a
     tombstone with no PII (the masked number and when) as proof; an
@@ -267,7 +262,7 @@ async def person_erase(request: web.Request, state: State) -> web.StreamResponse
     account, msisdn = _account(request), _msisdn(request)
     if state.snapshot is not None:
         state.snapshot.note_consent(account, msisdn, None)
-    tombstone = {"msisdn": masked(msisdn), "erased": now_rfc3339()}
+    tombstone = {"msisdn": mask(msisdn), "erased": now_rfc3339()}
     found = await state.store.person_erase(account, msisdn, orjson.dumps(tombstone).decode())
     if state.snapshot is not None:
         state.snapshot.note_consent(account, msisdn, None)
