@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import replace
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, cast
 
 import pytest
 
 from gateway.captcha import MAX_TOKEN, Captcha, remote_ip
-from gateway.config import CaptchaConfig, Config
+from gateway.config import CaptchaConfig, Config, ConfigError, load
 from gateway.metrics import Metrics
 from gateway.simulator.captcha import PROVIDER, Provider
 from gateway.simulator.config import SimConfig
@@ -100,3 +101,31 @@ def test_remoteip_is_the_end_user_address() -> None:
     assert remote_ip(None, ["not an ip", "[2001:db8::1]:443"]) == "2001:db8::1"
     assert remote_ip("", ["::ffff:192.0.2.1"]) == "192.0.2.1"
     assert remote_ip(None, []) is None
+
+
+def _problems(text: str, tmp_path: Path, environ: dict[str, str] | None = None) -> list[str]:
+    path = tmp_path / "gw.toml"
+    path.write_text(text)
+    try:
+        load(path, environ or {})
+    except ConfigError as exc:
+        return exc.problems
+    return []
+
+
+def test_config_of_captcha_and_pii(tmp_path: Path) -> None:
+    client = '[[clients]]\nname = "f"\ntoken_sha256 = "' + "a" * 64 + '"\nsubaccounts = ["s_1"]\n'
+    form = client + "public_form = true\n"
+    assert _problems(form, tmp_path) == ["captcha.verify_url: required, clients[0] has public_form"]
+    good = '[captcha]\nverify_url = "https://challenges.cloudflare.com/turnstile/v0/siteverify"\n'
+    assert _problems(good + "[pii]\nretain_days = 0.5\n" + form, tmp_path) == []
+    cfg = load(None, {"GATEWAY_PII_RETAIN_DAYS": "30", "GATEWAY_CAPTCHA_ON_FAILURE": "open"})
+    assert (cfg.pii.retain_days, cfg.captcha.on_failure) == (30.0, "open")
+    assert (cfg.pii.deletes_per_s, cfg.captcha.timeout_s, cfg.captcha.token_ttl_s) == (10, 1.5, 300)
+    bad = '[captcha]\nverify_url = "ftp://x"\ntimeout_s = 0\n[pii]\nretain_days = -1\n'
+    assert _problems(bad + "deletes_per_s = 0\n", tmp_path) == [
+        "captcha.verify_url: 'ftp://x' is not an http(s) URL",
+        "captcha.timeout_s: must be above 0, got 0.0",
+        "pii.retain_days: must be 0 or more, got -1.0",
+        "pii.deletes_per_s: must be above 0, got 0.0",
+    ]
