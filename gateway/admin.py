@@ -1,4 +1,4 @@
-"""The admin API (/admin/v1/...): opt-outs, consent, templates, limits.
+"""The admin API (/admin/v1/...): opt-outs, consent, erasure, templates, limits.
 
 Every route takes `Authorization: Bearer <admin token>` (none configured: 401) and answers
 JSON; PUT and DELETE answer 204 (DELETE of an absent record too); a GET of an absent record
@@ -18,6 +18,7 @@ from aiohttp import web
 
 from gateway import optoutpush, scheduled, templatesync
 from gateway.errors import GatewayError, error_response, now_rfc3339
+from gateway.logs import mask
 from gateway.messages import invalid, normalise
 from gateway.policy.decider import is_store_failure
 from gateway.policy.guard import refusal
@@ -51,6 +52,7 @@ def setup(app: web.Application) -> None:
         ("DELETE", "/consents/{msisdn}", "consents", consent_delete),
         ("GET", "/consents/{msisdn}", "consents", consent_get),
         ("GET", "/consents", "consents.export", consent_export),
+        ("DELETE", "/people/{msisdn}", "people", person_erase),
         ("PUT", "/templates/{name}/{language}", "templates", template_put),
         ("GET", "/templates/{name}/{language}", "templates", template_get),
     ):
@@ -232,6 +234,11 @@ async def consent_export(request: web.Request, state: State) -> web.StreamRespon
                 await response.write(bytes(chunk))
                 chunk.clear()
             record = await anext(records, None)
+        async for tombstone in state.store.erasures(account):  # after the records
+            chunk += tombstone.encode() + b"\n"
+            if len(chunk) >= _CHUNK:
+                await response.write(bytes(chunk))
+                chunk.clear()
         await response.write(bytes(chunk))
         await response.write_eof()
     except Exception as exc:
@@ -243,6 +250,24 @@ async def consent_export(request: web.Request, state: State) -> web.StreamRespon
             request.transport.abort()
     request[LOG]["exported"] = count
     return response
+
+
+# --- erasure -------------------------------------------------------------------------------
+
+
+async def person_erase(request: web.Request, state: State) -> web.StreamResponse:
+    """Erase a person's consent records (their right to erasure). The export keeps a
+    tombstone with no PII (the masked number and when) as proof; an
+    opt-out is kept as it is: the suppression is what erasure must not undo."""
+    account, msisdn = _account(request), _msisdn(request)
+    if state.snapshot is not None:
+        state.snapshot.note_consent(account, msisdn, None)
+    tombstone = {"msisdn": mask(msisdn), "erased": now_rfc3339()}
+    found = await state.store.person_erase(account, msisdn, orjson.dumps(tombstone).decode())
+    if state.snapshot is not None:
+        state.snapshot.note_consent(account, msisdn, None)
+    request[LOG]["erased"] = int(found)
+    return _done()
 
 
 # --- templates -----------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from gateway import admin, logs, messages, proxy, webhooks
+from gateway import admin, captcha, logs, messages, pii, proxy, webhooks
 from gateway.config import Config
 from gateway.errors import error_response
 from gateway.metrics import Metrics
@@ -89,6 +89,8 @@ def build_app(
         app.router.add_get("/metrics", metrics_endpoint)
     admin.setup(app)
     webhooks.setup(app)
+    captcha.install(app, environ.get(cfg.captcha.secret_env, ""))
+    pii.install(app)
     app.router.add_route("*", "/{tail:.*}", proxy.handle)
     return app
 

@@ -22,6 +22,7 @@ def check(cfg: Config) -> list[str]:
     _check_limits(cfg, problems)
     _check_subaccounts(cfg, problems)
     _check_clients(cfg, problems)
+    _check_privacy(cfg, problems)
     if cfg.templates.sync_s < 0:
         problems.append("templates.sync_s: must be 0 (never) or more")
     if cfg.admin.auth_failures_per_minute < 1:
@@ -161,3 +162,20 @@ def _check_clients(cfg: Config, problems: list[str]) -> None:
             if sub != "*" and not _SUBACCOUNT.match(sub):
                 problems.append(f"{path}.subaccounts: {sub!r} is not an 8x8 subAccountId")
         _check_cidrs(problems, f"{path}.allowed_cidrs", client.allowed_cidrs)
+
+
+def _check_privacy(cfg: Config, problems: list[str]) -> None:
+    """[captcha] (needed once a client has public_form) and [pii]."""
+    c = cfg.captcha
+    parts = urlsplit(c.verify_url)
+    if c.verify_url and (parts.scheme not in ("http", "https") or not parts.hostname):
+        problems.append(f"captcha.verify_url: {c.verify_url!r} is not an http(s) URL")
+    forms = [client.name for client in cfg.clients if client.public_form]
+    if forms and not c.verify_url:
+        problems.append(f"captcha.verify_url: required, clients.{forms[0]} has public_form")
+    if forms and not c.secret_env:
+        problems.append("captcha.secret_env: required when a client has public_form")
+    _positive(problems, "captcha.timeout_s", c.timeout_s)
+    _positive(problems, "captcha.token_ttl_s", c.token_ttl_s)
+    _positive(problems, "pii.retain_days", cfg.pii.retain_days, zero=True)
+    _positive(problems, "pii.deletes_per_s", cfg.pii.deletes_per_s)

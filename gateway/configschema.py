@@ -122,6 +122,21 @@ class AdminConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class CaptchaConfig:
+    verify_url: str = ""  # the provider's siteverify (reCAPTCHA, hCaptcha, Turnstile)
+    secret_env: str = "GATEWAY_CAPTCHA_SECRET"  # noqa: S105 - a variable name
+    on_failure: Literal["closed", "open"] = "closed"  # provider down: 503, or decide without
+    timeout_s: float = 1.5  # the provider's answer must arrive within this
+    token_ttl_s: int = 300  # a used token is remembered this long (providers' token life)
+
+
+@dataclass(frozen=True, slots=True)
+class PiiConfig:
+    retain_days: float = 0.0  # 0 = off; then 8x8's PII removal for each SMS forwarded
+    deletes_per_s: float = 10.0  # PII removal calls per second, per gateway host
+
+
+@dataclass(frozen=True, slots=True)
 class ClientConfig:
     name: str = ""
     token_sha256: tuple[str, ...] = ()
@@ -129,6 +144,7 @@ class ClientConfig:
     accounts: tuple[str, ...] = ()  # account-level 8x8 paths it may call; "*" = any
     allowed_cidrs: tuple[str, ...] = ()
     end_user_ip_from_xff: bool = False
+    public_form: bool = False  # every send needs X-Captcha-Token (gateway/captcha.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +157,8 @@ class Config:
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     webhooks: WebhooksConfig = field(default_factory=WebhooksConfig)
     admin: AdminConfig = field(default_factory=AdminConfig)
+    captcha: CaptchaConfig = field(default_factory=CaptchaConfig)
+    pii: PiiConfig = field(default_factory=PiiConfig)
     subaccounts: Mapping[str, SubaccountConfig] = field(default_factory=dict)
     accounts: Mapping[str, AccountConfig] = field(default_factory=dict)
     clients: tuple[ClientConfig, ...] = ()
@@ -170,7 +188,10 @@ def subaccount_key(subaccount: str) -> str:
     return subaccount.lower()
 
 
-SECTIONS = ("server", "redis", "upstream", "limits", "templates", "policy", "webhooks", "admin")
+SECTIONS = (
+    "server", "redis", "upstream", "limits", "templates", "policy", "webhooks", "admin",
+    "captcha", "pii",
+)  # fmt: skip
 #: sections whose changes a SIGHUP applies; the others need a restart (the key file is
 #: re-read on its own)
 RELOADABLE = ("limits", "templates", "policy", "admin", "subaccounts", "accounts", "clients")

@@ -19,6 +19,8 @@ STATUS: dict[str, int] = {
     "auth.address": 403,
     "recipient.opted_out": 403,
     "recipient.no_consent": 403,
+    "captcha.missing": 403,
+    "captcha.invalid": 403,
     "route.unknown": 404,
     "not_found": 404,
     "template.not_active": 409,
@@ -34,6 +36,7 @@ STATUS: dict[str, int] = {
     "upstream.error": 502,
     "store.unavailable": 503,
     "upstream.unavailable": 503,
+    "captcha.unavailable": 503,
     "upstream.timeout": 504,
 }
 

@@ -7,7 +7,7 @@ import asyncio
 import aiohttp
 from aiohttp import web
 
-from gateway import answers, citizen, messages, routes, scheduled
+from gateway import answers, captcha, citizen, messages, pii, routes, scheduled
 from gateway.bodies import read_body
 from gateway.errors import GatewayError, error_response, from_exception
 from gateway.messages import ParsedSend
@@ -53,6 +53,10 @@ async def handle(request: web.Request) -> web.StreamResponse:
         )
     except GatewayError as exc:
         return from_exception(exc)
+    if client.public_form:  # a CAPTCHA before anything is decided (gateway/captcha.py)
+        refused = await captcha.check(request, parsed.client_ips)
+        if refused is not None:
+            return refused
     if parsed.messages:
         info["msisdn"] = parsed.messages[0].msisdn
         info["messages"] = len(parsed.messages)
@@ -127,6 +131,7 @@ async def _forward(
     info["upstream_status"] = answer.status
     state.metrics.upstream(route.product, answer.status, answer.seconds)
     await scheduled.remember(request.app, route.product, request.method, route.path, body, answer)
+    await pii.remember(request.app, route.product, request.method, route.path, answer)
     payload = answer.body
     if report is not None and 200 <= answer.status < 300:
         payload = answers.with_rejected(payload, report)

@@ -23,6 +23,7 @@ class Client:
     allowed: tuple[Network, ...]  # empty = any caller address
     end_user_ip_from_xff: bool
     accounts: frozenset[str] = frozenset()  # /accounts/{id}/ paths it may call; "*" = any
+    public_form: bool = False  # its sends need a CAPTCHA token (gateway/captcha.py)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "subaccounts", frozenset(map(subaccount_key, self.subaccounts)))
@@ -56,6 +57,7 @@ class Clients:
                 parse_networks(c.allowed_cidrs),
                 c.end_user_ip_from_xff,
                 frozenset(c.accounts),
+                c.public_form,
             )
             self._entries.extend((bytes.fromhex(h), client) for h in c.token_sha256)
 

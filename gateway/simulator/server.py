@@ -23,6 +23,7 @@ from collections.abc import Sequence
 import orjson
 from aiohttp import web
 
+from gateway.simulator import captcha
 from gateway.simulator.app import Simulator
 from gateway.simulator.config import SimConfig
 from gateway.simulator.control import SIM, add_control_routes
@@ -39,6 +40,7 @@ def build_app(config: SimConfig) -> web.Application:
     sim = Simulator(config)
     app[SIM] = sim
     add_control_routes(app)
+    captcha.setup(app)  # a CAPTCHA provider's siteverify (gateway/simulator/captcha.py)
     for route in ROUTES:
         app.router.add_route(route.method, route.path, sim.handler(route))
     app.router.add_route(UNKNOWN.method, UNKNOWN.path, sim.handler(UNKNOWN))

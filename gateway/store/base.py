@@ -222,3 +222,39 @@ class Store(Protocol):
         ...
 
     async def scheduled_remove(self, account: str, identity: str, entry: str) -> None: ...
+
+    # --- privacy: single-use CAPTCHA tokens, PII removal queue, consent erasure
+
+    async def captcha_use(self, digest: str, ttl_ms: int) -> bool:
+        """Claim a CAPTCHA token (its SHA-256) for `ttl_ms`: False when it was claimed
+        before, fleet-wide (a token is good once)."""
+        ...
+
+    async def captcha_release(self, digest: str) -> None:
+        """Forget a claim whose token the provider never judged (it was down)."""
+        ...
+
+    async def pii_add(self, items: Sequence[tuple[str, int]]) -> None:
+        """Queue (entry, due µs since the epoch) for 8x8's PII removal; an entry already
+        queued keeps its due time."""
+        ...
+
+    async def pii_claim(self, limit: int, lease_us: int) -> tuple[list[str], int | None]:
+        """Atomically take up to `limit` due entries, each leased for `lease_us` (it comes
+        due again then, unless finished or moved first: a worker that dies mid-call loses
+        it to another); and the µs until the next entry is due (None: queue empty)."""
+        ...
+
+    async def pii_move(self, old: str, new: str | None, due_us: int) -> None:
+        """Finish a claimed entry (`new` None), or replace it by `new` due at `due_us`
+        (a retry), in one atomic step."""
+        ...
+
+    async def person_erase(self, account: str, msisdn: str, tombstone: str) -> bool:
+        """Delete the person's consent record and append `tombstone` (no PII: it proves
+        the erasure in the export), in one atomic step; whether a record was there."""
+        ...
+
+    def erasures(self, account: str) -> AsyncIterator[str]:
+        """The account's tombstones, oldest first."""
+        ...

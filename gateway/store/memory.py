@@ -246,6 +246,51 @@ class MemoryStore:
     async def scheduled_remove(self, account: str, identity: str, entry: str) -> None:
         self._later().scheduled.get((account, identity), {}).pop(entry, None)
 
+    # --- privacy (state created on first use)
+    def _privacy(self) -> _Privacy:
+        found: _Privacy = vars(self).setdefault("_privacy_state", _Privacy())
+        return found
+
+    async def captcha_use(self, digest: str, ttl_ms: int) -> bool:
+        tokens, now = self._privacy().tokens, self._clock()
+        if tokens.get(digest, 0) > now:
+            return False
+        if len(tokens) > 100_000:
+            for gone in [d for d, until in tokens.items() if until <= now]:
+                del tokens[gone]
+        tokens[digest] = now + ttl_ms * 1000
+        return True
+
+    async def captcha_release(self, digest: str) -> None:
+        self._privacy().tokens.pop(digest, None)
+
+    async def pii_add(self, items: Sequence[tuple[str, int]]) -> None:
+        queue = self._privacy().pii
+        for entry, due_us in items:
+            queue.setdefault(entry, due_us)
+
+    async def pii_claim(self, limit: int, lease_us: int) -> tuple[list[str], int | None]:
+        queue, now = self._privacy().pii, self._clock()
+        due = sorted((at, e) for e, at in queue.items() if at <= now)[: max(0, limit)]
+        for _, entry in due:
+            queue[entry] = now + lease_us
+        nxt = min(queue.values(), default=None)
+        return [e for _, e in due], None if nxt is None else max(0, nxt - now)
+
+    async def pii_move(self, old: str, new: str | None, due_us: int) -> None:
+        queue = self._privacy().pii
+        if queue.pop(old, None) is not None and new is not None:
+            queue[new] = due_us
+
+    async def person_erase(self, account: str, msisdn: str, tombstone: str) -> bool:
+        found = self._consents.get(account, {}).pop(msisdn, None) is not None
+        self._privacy().erased.setdefault(account, []).append(tombstone)
+        return found
+
+    async def erasures(self, account: str) -> AsyncIterator[str]:
+        for tombstone in list(self._privacy().erased.get(account, ())):
+            yield tombstone
+
 
 class _Later:
     """MemoryStore's opt-out change times and scheduled sends."""
@@ -253,3 +298,12 @@ class _Later:
     def __init__(self) -> None:
         self.optout_at: dict[str, dict[str, int]] = {}
         self.scheduled: dict[tuple[str, str], dict[str, int]] = {}
+
+
+class _Privacy:
+    """MemoryStore's used CAPTCHA tokens, PII removal queue and erasure tombstones."""
+
+    def __init__(self) -> None:
+        self.tokens: dict[str, int] = {}  # digest -> forget at (µs)
+        self.pii: dict[str, int] = {}  # entry -> due (µs)
+        self.erased: dict[str, list[str]] = {}  # account -> tombstones

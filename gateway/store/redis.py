@@ -351,6 +351,48 @@ class RedisStore:
     async def scheduled_remove(self, account: str, identity: str, entry: str) -> None:
         await self.client.zrem(keys.scheduled(account, identity), entry)
 
+    # --- privacy: used CAPTCHA tokens (a key each, with TTL), the PII removal queue (one
+    # sorted set for the fleet, entry -> due µs; lua/pii_claim.lua and pii_move.lua) and
+    # erasure tombstones (a list per account)
+    PII_QUEUE = "gw:{pii}:due"
+
+    async def captcha_use(self, digest: str, ttl_ms: int) -> bool:
+        return bool(await self.client.set(f"gw:captcha:{digest}", 1, nx=True, px=ttl_ms))
+
+    async def captcha_release(self, digest: str) -> None:
+        await self.client.delete(f"gw:captcha:{digest}")
+
+    async def pii_add(self, items: Sequence[tuple[str, int]]) -> None:
+        for i in range(0, len(items), 1000):
+            chunk = items[i : i + 1000]
+            await self.client.zadd(self.PII_QUEUE, dict(chunk), nx=True)
+
+    async def pii_claim(self, limit: int, lease_us: int) -> tuple[list[str], int | None]:
+        reply = await script("pii_claim")(self.client, (self.PII_QUEUE,), (limit, lease_us))
+        wait = int(reply[0])
+        return [_text(x) for x in reply[1:]], None if wait < 0 else wait
+
+    async def pii_move(self, old: str, new: str | None, due_us: int) -> None:
+        args = (old, new or "", due_us)
+        await script("pii_move")(self.client, (self.PII_QUEUE,), args)
+
+    async def person_erase(self, account: str, msisdn: str, tombstone: str) -> bool:
+        pipe = self.client.pipeline(transaction=True)
+        pipe.hdel(keys.consents(account), msisdn)
+        pipe.rpush(f"gw:{{{account}}}:erased", tombstone)
+        removed, _ = await pipe.execute()
+        return bool(removed)
+
+    async def erasures(self, account: str) -> AsyncIterator[str]:
+        key, start = f"gw:{{{account}}}:erased", 0
+        while True:
+            page = await self.client.lrange(key, start, start + 499)
+            for item in page:
+                yield _text(item)
+            if len(page) < 500:
+                return
+            start += 500
+
 
 def _consent(msisdn: str, raw: bytes | str) -> ConsentRecord:
     d = orjson.loads(raw)
