@@ -10,9 +10,10 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from gateway import admin, logs, messages, proxy, webhooks
+from gateway import admin, answers, idempotency, logs, messages, proxy, webhooks
 from gateway.config import Config
 from gateway.errors import error_response
+from gateway.idempotency import IDEMPOTENCY
 from gateway.metrics import Metrics
 from gateway.policy.decider import Decider
 from gateway.state import LOG, STATE, State
@@ -77,6 +78,13 @@ def build_app(
         handler_args={"auto_decompress": False},  # gateway/bodies.py decodes, within limits
     )
     app[STATE] = state
+    app[IDEMPOTENCY] = idempotency.Idempotency(
+        idempotency.RedisKeeper(store.client, max(0.25, cfg.redis.timeout_ms / 250))
+        if isinstance(store, RedisStore)
+        else idempotency.MemoryKeeper(),
+        state.log,
+    )
+    app.on_response_prepare.append(answers.ratelimit_on_prepare)
     app.cleanup_ctx.append(_lifecycle)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)

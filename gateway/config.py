@@ -123,6 +123,13 @@ class AdminConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class IdempotencyConfig:
+    ttl_s: int = 86400  # how long a key's answer is kept (docs/idempotency.md)
+    client_message_id: bool = False  # the body's clientMessageId is the key when no header
+    max_answer_bytes: int = 65536  # a larger answer is kept as status and headers only
+
+
+@dataclass(frozen=True, slots=True)
 class ClientConfig:
     name: str = ""
     token_sha256: tuple[str, ...] = ()
@@ -142,6 +149,7 @@ class Config:
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     webhooks: WebhooksConfig = field(default_factory=WebhooksConfig)
     admin: AdminConfig = field(default_factory=AdminConfig)
+    idempotency: IdempotencyConfig = field(default_factory=IdempotencyConfig)
     subaccounts: Mapping[str, SubaccountConfig] = field(default_factory=dict)
     accounts: Mapping[str, AccountConfig] = field(default_factory=dict)
     clients: tuple[ClientConfig, ...] = ()
@@ -171,7 +179,17 @@ def subaccount_key(subaccount: str) -> str:
     return subaccount.lower()
 
 
-_SECTIONS = ("server", "redis", "upstream", "limits", "templates", "policy", "webhooks", "admin")
+_SECTIONS = (
+    "server",
+    "redis",
+    "upstream",
+    "limits",
+    "templates",
+    "policy",
+    "webhooks",
+    "admin",
+    "idempotency",
+)
 
 
 def load(path: str | Path | None, environ: Mapping[str, str] | None = None) -> Config:

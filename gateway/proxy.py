@@ -7,7 +7,7 @@ import asyncio
 import aiohttp
 from aiohttp import web
 
-from gateway import answers, citizen, messages, routes, scheduled
+from gateway import answers, citizen, idempotency, messages, routes, scheduled
 from gateway.bodies import read_body
 from gateway.errors import GatewayError, error_response, from_exception
 from gateway.messages import ParsedSend
@@ -51,6 +51,10 @@ async def handle(request: web.Request) -> web.StreamResponse:
             trusted=state.trusted,
             v6_prefix=state.config.limits.end_user_ipv6_prefix,
         )
+        idem = state.config.idempotency
+        key = idempotency.request_key(
+            request, client.name, raw, client_message_id=idem.client_message_id
+        )
     except GatewayError as exc:
         return from_exception(exc)
     if parsed.messages:
@@ -59,11 +63,33 @@ async def handle(request: web.Request) -> web.StreamResponse:
     if parsed.invalid and not parsed.messages:  # a batch 8x8 would reject entry by entry
         info["decision"] = "all_dropped"
         return answers.all_dropped(parsed, ())
+    if key is None:
+        return await _send(request, state, route, parsed, raw, eu_ips)
+    return await request.app[idempotency.IDEMPOTENCY].once(
+        key,
+        lambda: _send(request, state, route, parsed, raw, eu_ips),
+        ttl_s=idem.ttl_s,
+        lease_s=2 * state.config.upstream.timeout_s + 60,
+        max_answer_bytes=idem.max_answer_bytes,
+    )
+
+
+async def _send(
+    request: web.Request,
+    state: State,
+    route: Route,
+    parsed: ParsedSend,
+    raw: bytes,
+    eu_ips: tuple[str, ...],
+) -> web.StreamResponse:
+    """Decide a parsed send (one store call) and forward it, or refuse it."""
+    info = request[LOG]
     check = state.plan.check(route, parsed.messages, eu_ips)
     try:
         decision = await state.decider.decide(check)
     except StoreUnavailable:
         return error_response("store.unavailable", "the shared store is unavailable")
+    answers.note_limits(request, check, decision)
     if decision.refusal is not None:
         info["decision"] = decision.refusal.rule.value
         return answers.refusal(decision.refusal)
@@ -185,10 +211,12 @@ async def _pass_through(
     """Any operation that is not a send: book the buckets, forward the body with its own
     content type, stream 8x8's answer back."""
     info = request[LOG]
+    check = state.plan.check(route, (), None)
     try:
-        decision = await state.decider.decide(state.plan.check(route, (), None))
+        decision = await state.decider.decide(check)
     except StoreUnavailable:
         return error_response("store.unavailable", "the shared store is unavailable")
+    answers.note_limits(request, check, decision)
     if decision.refusal is not None:
         info["decision"] = decision.refusal.rule.value
         return answers.refusal(decision.refusal)
