@@ -13,7 +13,6 @@ from aiohttp import web
 from gateway import admin, answers, idempotency, logs, messages, proxy, webhooks
 from gateway.config import Config
 from gateway.errors import error_response
-from gateway.idempotency import IDEMPOTENCY
 from gateway.metrics import Metrics
 from gateway.policy.decider import Decider
 from gateway.state import LOG, STATE, State
@@ -78,12 +77,7 @@ def build_app(
         handler_args={"auto_decompress": False},  # gateway/bodies.py decodes, within limits
     )
     app[STATE] = state
-    app[IDEMPOTENCY] = idempotency.Idempotency(
-        idempotency.RedisKeeper(store.client, max(0.25, cfg.redis.timeout_ms / 250))
-        if isinstance(store, RedisStore)
-        else idempotency.MemoryKeeper(),
-        state.log,
-    )
+    app[idempotency.IDEMPOTENCY] = idempotency.for_store(store, cfg.redis.timeout_ms, state.log)
     app.on_response_prepare.append(answers.ratelimit_on_prepare)
     app.cleanup_ctx.append(_lifecycle)
     app.router.add_get("/healthz", healthz)

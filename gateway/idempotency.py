@@ -3,32 +3,31 @@ reaches 8x8 at most once per key per client while the key is kept (docs/idempote
 
 The proxy asks `request_key` for a send's key (400 for a bad header; None: no key, and no
 cost), then runs the decision and the forwarding through `Idempotency.once`. A key's record
-lives in a `Keeper`: `RedisKeeper` (shared by every worker, survives restarts: lua/idem_*)
-or `MemoryKeeper` (one process). The first attempt claims the key with a pending mark and a
-lease; duplicates wait for it (in-process ones on a future, others poll the keeper) and
-replay its answer, marked `Idempotent-Replayed: true`. An attempt that sent nothing releases
-the key; one that 8x8 may have acted on keeps it with its answer; one that never finished
-(a crash) leaves a lapsed mark, answered as an unknown outcome (504) until the key expires.
+lives in a keeper (gateway/store/idempotency.py: Redis, shared by every worker and kept
+over restarts, or this process's memory). The first attempt claims the key with a pending
+mark and a lease; duplicates wait for it (in-process ones on a future, others poll the
+keeper) and replay its answer, marked `Idempotent-Replayed: true`. An attempt that sent
+nothing releases the key; one that 8x8 may have acted on keeps it with its answer; one that
+never finished (a crash) leaves a lapsed mark, answered as an unknown outcome (504) until
+the key expires.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-import time
 import uuid
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from enum import IntEnum
-from typing import Any, Protocol
+from typing import Any
 
 import orjson
 from aiohttp import web
 from multidict import CIMultiDict
 
 from gateway.errors import GatewayError, error_response
-from gateway.store.scripts import ScriptClient, script
+from gateway.store.base import Store
+from gateway.store.idempotency import Keeper, Key, MemoryKeeper, RedisKeeper, State
+from gateway.store.redis import RedisStore
 
 HEADER = "Idempotency-Key"
 REPLAYED = "Idempotent-Replayed"
@@ -37,44 +36,6 @@ MAX_KEY = 255
 #: answer headers not kept with a stored answer (the replay gets its own)
 _NOT_KEPT = frozenset({"content-length", "date", "server", "transfer-encoding", "connection"})
 _POLL_FIRST_S, _POLL_MAX_S = 0.01, 0.25
-
-
-class State(IntEnum):
-    """What a claim found (the codes of lua/idem_claim.lua)."""
-
-    CLAIMED = 0
-    DONE = 1
-    PENDING = 2
-    MISMATCH = 3
-    LAPSED = 4
-
-
-@dataclass(frozen=True, slots=True)
-class Key:
-    """A send's idempotency key: `id` names the record (client and key hashed together),
-    `fingerprint` the request it was first used for (method, path, body)."""
-
-    id: str
-    fingerprint: str
-
-
-class Keeper(Protocol):
-    """Where key records live. Times are the keeper's own (Redis: its clock)."""
-
-    async def claim(
-        self, key: Key, token: str, lease_ms: int, ttl_ms: int
-    ) -> tuple[State, bytes | None]:
-        """Claim `key` for attempt `token` (pending, lease, TTL), or what holds it: the
-        stored answer when DONE."""
-        ...
-
-    async def finish(self, key: Key, token: str, answer: bytes, ttl_ms: int) -> None:
-        """Keep `answer` for `ttl_ms`, if `token` still holds the key."""
-        ...
-
-    async def release(self, key: Key, token: str) -> None:
-        """Forget the key, if `token` still holds it."""
-        ...
 
 
 def request_key(
@@ -236,95 +197,13 @@ def replay(stored: bytes) -> web.Response:
     return web.Response(status=int(status), body=body, headers=out)
 
 
-class RedisKeeper:
-    """Key records in Redis, one hash per key (lua/idem_*.lua): every worker and every
-    restart sees the same records."""
-
-    def __init__(self, client: ScriptClient, timeout_s: float) -> None:
-        self.client = client
-        self.timeout_s = timeout_s
-        self._claim = script("idem_claim")
-        self._finish = script("idem_finish")
-        self._release = script("idem_release")
-
-    async def claim(
-        self, key: Key, token: str, lease_ms: int, ttl_ms: int
-    ) -> tuple[State, bytes | None]:
-        async with asyncio.timeout(self.timeout_s):
-            reply = await self._claim(
-                self.client, (key.id,), (key.fingerprint, token, lease_ms, ttl_ms)
-            )
-        state = State(int(reply[0]))
-        stored = reply[1] if state is State.DONE else None
-        return state, stored.encode() if isinstance(stored, str) else stored
-
-    async def finish(self, key: Key, token: str, answer: bytes, ttl_ms: int) -> None:
-        async with asyncio.timeout(self.timeout_s):
-            await self._finish(self.client, (key.id,), (token, answer, ttl_ms))
-
-    async def release(self, key: Key, token: str) -> None:
-        async with asyncio.timeout(self.timeout_s):
-            await self._release(self.client, (key.id,), (token,))
-
-
-@dataclass(slots=True)
-class _Record:
-    fingerprint: str
-    token: str
-    lease_end: float
-    expires: float
-    answer: bytes | None = None
-
-
-class MemoryKeeper:
-    """Key records in this process (no Redis): the same rules, nothing shared, nothing
-    kept over a restart. At most `max_keys` records: past that the oldest goes first."""
-
-    def __init__(self, max_keys: int = 100_000, clock: Callable[[], float] = time.monotonic):
-        self.max_keys = max_keys
-        self.clock = clock
-        self._records: OrderedDict[str, _Record] = OrderedDict()
-
-    async def claim(
-        self, key: Key, token: str, lease_ms: int, ttl_ms: int
-    ) -> tuple[State, bytes | None]:
-        now = self.clock()
-        self._sweep(now)
-        rec = self._records.get(key.id)
-        if rec is None or rec.expires <= now:
-            self._records.pop(key.id, None)
-            self._records[key.id] = _Record(
-                key.fingerprint, token, now + lease_ms / 1000, now + ttl_ms / 1000
-            )
-            while len(self._records) > self.max_keys:
-                self._records.popitem(last=False)
-            return State.CLAIMED, None
-        if rec.fingerprint != key.fingerprint:
-            return State.MISMATCH, None
-        if rec.answer is not None:
-            return State.DONE, rec.answer
-        return (State.PENDING if rec.lease_end > now else State.LAPSED), None
-
-    async def finish(self, key: Key, token: str, answer: bytes, ttl_ms: int) -> None:
-        rec = self._records.get(key.id)
-        if rec is not None and rec.token == token:
-            rec.answer = answer
-            rec.expires = self.clock() + ttl_ms / 1000
-            self._records.move_to_end(key.id)
-
-    async def release(self, key: Key, token: str) -> None:
-        rec = self._records.get(key.id)
-        if rec is not None and rec.token == token:
-            del self._records[key.id]
-
-    def _sweep(self, now: float) -> None:
-        """Drop expired records from the front (records are kept in expiry order: one TTL
-        for all, moved to the end when finished; a TTL changed by a reload only delays)."""
-        while self._records:
-            first = next(iter(self._records.values()))
-            if first.expires > now:
-                return
-            self._records.popitem(last=False)
+def for_store(store: Store, timeout_ms: int, log: Any = None) -> Idempotency:
+    """Keys beside the store's data: in its Redis (each call given a few times the
+    store's timeout: a keyed send waits on it rather than risk a second send), else in
+    this process."""
+    if isinstance(store, RedisStore):
+        return Idempotency(RedisKeeper(store.client, max(0.25, timeout_ms / 250)), log)
+    return Idempotency(MemoryKeeper(), log)
 
 
 IDEMPOTENCY = web.AppKey("idempotency", Idempotency)

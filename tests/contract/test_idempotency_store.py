@@ -10,7 +10,7 @@ import fakeredis
 import pytest
 from redis.asyncio import Redis, RedisCluster
 
-from gateway.idempotency import Keeper, Key, MemoryKeeper, RedisKeeper, State
+from gateway.store.idempotency import Keeper, Key, MemoryKeeper, RedisKeeper, State
 from tests.support.clusterproc import RedisCluster as ClusterProcess
 from tests.support.redisproc import RedisServer
 
