@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -211,3 +212,48 @@ def test_idempotency_config_defaults_overrides_and_checks(tmp_path: Path) -> Non
     problems = "\n".join(caught.value.problems)
     for where in ("idempotency.ttl_s", "idempotency.max_answer_bytes", "idempotency.keep"):
         assert where in problems
+
+
+async def test_a_first_attempt_that_never_finished_lapses_into_an_unknown_outcome() -> None:
+    idem = Idempotency(MemoryKeeper())
+    key = request_key(_request(("Idempotency-Key", "k")), "orders", BODY,
+                      client_message_id=False)  # fmt: skip
+    assert key is not None
+
+    async def crash() -> web.StreamResponse:
+        raise RuntimeError("the worker fell over mid-send")
+
+    with pytest.raises(RuntimeError):
+        await idem.once(key, crash, ttl_s=60, lease_s=0.01, max_answer_bytes=1024)
+    await asyncio.sleep(0.02)
+    sent: list[int] = []
+
+    async def send() -> web.StreamResponse:
+        sent.append(1)
+        return _answer(200)
+
+    again = await idem.once(key, send, ttl_s=60, lease_s=30, max_answer_bytes=1024)
+    assert isinstance(again, web.Response) and isinstance(again.body, bytes)
+    assert (again.status, orjson.loads(again.body)["gatewayCode"]) == (504, "upstream.timeout")
+    assert again.headers["Idempotent-Replayed"] == "true" and sent == []
+
+
+class _Down(MemoryKeeper):
+    async def claim(self, *args: object, **kwargs: object) -> Any:
+        raise ConnectionError("redis is down")
+
+
+async def test_a_keyed_send_is_refused_503_and_not_sent_when_keys_cannot_be_claimed() -> None:
+    idem = Idempotency(_Down())
+    key = request_key(_request(("Idempotency-Key", "k")), "orders", BODY,
+                      client_message_id=False)  # fmt: skip
+    assert key is not None
+    sent: list[int] = []
+
+    async def send() -> web.StreamResponse:
+        sent.append(1)
+        return _answer(200)
+
+    refused = await idem.once(key, send, ttl_s=60, lease_s=30, max_answer_bytes=1024)
+    assert (refused.status, refused.headers["X-Gateway-Reject"]) == (503, "store.unavailable")
+    assert sent == []
