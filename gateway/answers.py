@@ -14,7 +14,7 @@ from aiohttp import web
 from gateway.errors import GatewayError, error_response
 from gateway.logs import mask
 from gateway.messages import ParsedSend
-from gateway.store.base import Refusal, Rule
+from gateway.store.base import BucketSpec, Decision, Refusal, Rule, SendCheck
 
 MESSAGES = {
     Rule.OPTED_OUT: "the recipient has opted out",
@@ -106,3 +106,59 @@ def with_rejected(payload: bytes, report: list[dict[str, Any]]) -> bytes:
         answer["rejectedCount"] = counted + len(report)
     answer["gatewayRejected"] = report
     return orjson.dumps(answer)
+
+
+#: a decided request's RateLimit fields (RateLimit-Policy, RateLimit), added as its answer
+#: is sent, whichever way it ends (`ratelimit_on_prepare`)
+RATELIMIT = web.RequestKey("ratelimit", tuple[str, str])
+
+
+def note_limits(request: web.Request, check: SendCheck, decision: Decision) -> None:
+    """Remember, for the answer, the bucket of `check` nearest to refusing."""
+    fields = ratelimit_fields(check, decision)
+    if fields is not None:
+        request[RATELIMIT] = fields
+
+
+def ratelimit_fields(check: SendCheck, decision: Decision) -> tuple[str, str] | None:
+    """(RateLimit-Policy, RateLimit) values, IETF httpapi draft 09+ structured fields, for
+    the bucket nearest to refusing: the refusing one, else the one with the smallest share
+    of its burst left after booking. None when the decision measured no bucket (a refusal
+    by opt-out, consent or template, or a batch whose every message was dropped)."""
+    refused = decision.refusal
+    if refused is not None:
+        bucket = refused.bucket
+        if bucket is None and refused.rule is Rule.SUBACCOUNT:  # a cool-down
+            bucket = next((b for b in check.buckets if b.rule is Rule.SUBACCOUNT), None)
+        if bucket is None:
+            return None
+        return _fields(bucket, max(0, refused.remaining), seconds_up(refused.retry_after_us))
+    if len(decision.remaining) != len(check.buckets) or not check.buckets:
+        return None
+    best, left = min(
+        zip(check.buckets, (n for _, n in decision.remaining), strict=True),
+        key=lambda pair: pair[1] / max(1, pair[0].burst),
+    )
+    reset_us = max(0, best.burst - left) * best.interval_us + decision.wait_us
+    return _fields(best, left, math.ceil(reset_us / 1_000_000))
+
+
+def _fields(bucket: BucketSpec, remaining: int, reset_s: int) -> tuple[str, str]:
+    name = bucket.rule.value.removeprefix("rate_limited.")
+    return (
+        f'"{name}";q={bucket.limit};w={bucket.window_s}',
+        f'"{name}";r={remaining};t={reset_s}',
+    )
+
+
+async def ratelimit_on_prepare(request: web.Request, response: web.StreamResponse) -> None:
+    """aiohttp `on_response_prepare`: put a decided request's RateLimit fields on its
+    answer. The gateway's own 429 keeps its draft-06 `RateLimit-Policy` (`<n>;w=<s>`,
+    INTERFACE.md "Rate-limit answers") and gains `RateLimit`."""
+    fields = request.get(RATELIMIT)
+    if fields is None:
+        return
+    headers = response.headers
+    if not ("X-Gateway-Reject" in headers and "RateLimit-Policy" in headers):
+        headers["RateLimit-Policy"] = fields[0]
+    headers["RateLimit"] = fields[1]

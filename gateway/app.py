@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from gateway import admin, captcha, logs, messages, pii, proxy, webhooks
+from gateway import admin, answers, captcha, idempotency, logs, messages, pii, proxy, webhooks
 from gateway.config import Config
 from gateway.errors import error_response
 from gateway.metrics import Metrics
@@ -81,6 +81,8 @@ def build_app(
         handler_args={"auto_decompress": False},  # gateway/bodies.py decodes, within limits
     )
     app[STATE] = state
+    app[idempotency.IDEMPOTENCY] = idempotency.for_store(store, cfg.redis.timeout_ms, state.log)
+    app.on_response_prepare.append(answers.ratelimit_on_prepare)
     app.cleanup_ctx.append(_lifecycle)
     app.on_response_prepare.append(_answer_request_id)
     app.router.add_get("/healthz", healthz)

@@ -25,6 +25,8 @@ def check(cfg: Config) -> list[str]:
     _check_privacy(cfg, problems)
     if cfg.templates.sync_s < 0:
         problems.append("templates.sync_s: must be 0 (never) or more")
+    _positive(problems, "idempotency.ttl_s", cfg.idempotency.ttl_s)
+    _positive(problems, "idempotency.max_answer_bytes", cfg.idempotency.max_answer_bytes, zero=True)
     if cfg.admin.auth_failures_per_minute < 1:
         problems.append("admin.auth_failures_per_minute: must be at least 1")
     for key in ("stop_keywords", "start_keywords"):

@@ -137,6 +137,13 @@ class PiiConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class IdempotencyConfig:
+    ttl_s: int = 86400  # how long a key's answer is kept (docs/idempotency.md)
+    client_message_id: bool = False  # the body's clientMessageId is the key when no header
+    max_answer_bytes: int = 65536  # a larger answer is kept as status and headers only
+
+
+@dataclass(frozen=True, slots=True)
 class ClientConfig:
     name: str = ""
     token_sha256: tuple[str, ...] = ()
@@ -158,6 +165,7 @@ class Config:
     webhooks: WebhooksConfig = field(default_factory=WebhooksConfig)
     admin: AdminConfig = field(default_factory=AdminConfig)
     captcha: CaptchaConfig = field(default_factory=CaptchaConfig)
+    idempotency: IdempotencyConfig = field(default_factory=IdempotencyConfig)
     pii: PiiConfig = field(default_factory=PiiConfig)
     subaccounts: Mapping[str, SubaccountConfig] = field(default_factory=dict)
     accounts: Mapping[str, AccountConfig] = field(default_factory=dict)
@@ -190,7 +198,7 @@ def subaccount_key(subaccount: str) -> str:
 
 SECTIONS = (
     "server", "redis", "upstream", "limits", "templates", "policy", "webhooks", "admin",
-    "captcha", "pii",
+    "captcha", "pii", "idempotency",
 )  # fmt: skip
 #: sections whose changes a SIGHUP applies; the others need a restart (the key file is
 #: re-read on its own)

@@ -27,6 +27,7 @@ STATUS: dict[str, int] = {
     "request.timeout": 408,
     "request.too_large": 413,
     "request.content_type": 415,
+    "request.idempotency_mismatch": 422,
     "rate_limited.subaccount": 429,
     "rate_limited.egress_ip": 429,
     "rate_limited.otp_recipient": 429,

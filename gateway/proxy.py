@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+from functools import partial
 
 import aiohttp
 from aiohttp import web
 
-from gateway import answers, captcha, citizen, messages, pii, routes, scheduled
+from gateway import answers, captcha, citizen, idempotency, messages, pii, routes, scheduled
 from gateway.bodies import read_body
 from gateway.errors import GatewayError, error_response, from_exception
 from gateway.messages import ParsedSend
@@ -51,23 +52,53 @@ async def handle(request: web.Request) -> web.StreamResponse:
             trusted=state.trusted,
             v6_prefix=state.config.limits.end_user_ipv6_prefix,
         )
+        idem = state.config.idempotency
+        key = idempotency.request_key(
+            request, client.name, raw, client_message_id=idem.client_message_id
+        )
     except GatewayError as exc:
         return from_exception(exc)
-    if client.public_form:  # a CAPTCHA before anything is decided (gateway/captcha.py)
-        refused = await captcha.check(request, parsed.client_ips)
-        if refused is not None:
-            return refused
     if parsed.messages:
         info["msisdn"] = parsed.messages[0].msisdn
         info["messages"] = len(parsed.messages)
     if parsed.invalid and not parsed.messages:  # a batch 8x8 would reject entry by entry
         info["decision"] = "all_dropped"
         return answers.all_dropped(parsed, ())
+    send = partial(_send, request, state, route, parsed, raw, eu_ips, client.public_form)
+    if key is None:
+        return await send()
+    return await request.app[idempotency.IDEMPOTENCY].once(
+        key,
+        send,
+        ttl_s=idem.ttl_s,
+        lease_s=2 * state.config.upstream.timeout_s + 60,
+        max_answer_bytes=idem.max_answer_bytes,
+    )
+
+
+async def _send(
+    request: web.Request,
+    state: State,
+    route: Route,
+    parsed: ParsedSend,
+    raw: bytes,
+    eu_ips: tuple[str, ...],
+    public_form: bool,
+) -> web.StreamResponse:
+    """Decide a parsed send (one store call) and forward it, or refuse it. A public-form
+    client's CAPTCHA comes first (gateway/captcha.py); inside an idempotent attempt, so a
+    retry with the same key replays the answer instead of spending the token again."""
+    info = request[LOG]
+    if public_form:
+        refused = await captcha.check(request, parsed.client_ips)
+        if refused is not None:
+            return refused
     check = state.plan.check(route, parsed.messages, eu_ips)
     try:
         decision = await state.decider.decide(check)
     except StoreUnavailable:
         return error_response("store.unavailable", "the shared store is unavailable")
+    answers.note_limits(request, check, decision)
     if decision.refusal is not None:
         info["decision"] = decision.refusal.rule.value
         return answers.refusal(decision.refusal)
@@ -190,10 +221,12 @@ async def _pass_through(
     """Any operation that is not a send: book the buckets, forward the body with its own
     content type, stream 8x8's answer back."""
     info = request[LOG]
+    check = state.plan.check(route, (), None)
     try:
-        decision = await state.decider.decide(state.plan.check(route, (), None))
+        decision = await state.decider.decide(check)
     except StoreUnavailable:
         return error_response("store.unavailable", "the shared store is unavailable")
+    answers.note_limits(request, check, decision)
     if decision.refusal is not None:
         info["decision"] = decision.refusal.rule.value
         return answers.refusal(decision.refusal)

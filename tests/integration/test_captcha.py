@@ -109,3 +109,13 @@ async def test_provider_down_decides_without_it_when_open(
     gw.wait_for_log('"captcha.unavailable"')
     _, _, metrics = await call(gw.url, "/metrics", None, method="GET")
     assert 'gateway_captcha_checks_total{outcome="open"} 1.0' in metrics.decode()
+
+
+async def test_an_idempotent_retry_replays_instead_of_spending_the_token_again(
+    start_gateway: GatewayFactory, sim: SimProcess
+) -> None:
+    gw = start(start_gateway, sim, "closed")
+    first = await send(gw, "pass-once", **{"Idempotency-Key": "signup-42"})
+    again = await send(gw, "pass-once", **{"Idempotency-Key": "signup-42"})
+    assert first[0] == again[0] == 200 and first[1]["umid"] == again[1]["umid"]
+    assert sent(sim) == 1 and len(provider(sim)["calls"]) == 1
