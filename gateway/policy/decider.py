@@ -14,8 +14,19 @@ rate divided by the expected number of processes, `open` lets sends through unli
 `RETRY_S` seconds by one request, so an outage costs one timeout per second, not one per
 request.
 
+A decision gets `timeout_s` plus PER_MESSAGE_S for each message it holds, so a large batch is
+never failed (nor pushed onto the fallback) for its own size; a call that fails or answers
+late is undone in Redis (gateway/store/redis.py, lua/cancel.lua).
+
+OTP sends (a Verify session, an AUTHENTICATION template) are refused StoreUnavailable while
+deciding locally unless `otp_on_failure = "local"`. Whatever a local decision books (the
+capacity buckets, OTP and end-user-IP buckets) is handed back to the shared store: in the
+background as it goes, and what could not be handed back then before the next shared
+decision.
+
 In `local` mode the opt-outs, consent and templates come from this worker's compliance
-snapshot (gateway/store/snapshot.py). A send (any check with messages: opt-outs apply to
+snapshot (gateway/store/snapshot.py), kept within a moment of Redis by the change stream's
+tail (gateway/store/tail.py), with Redis's recent OTP bookings. A send (any check with messages: opt-outs apply to
 every message) for an account the snapshot does not cover (never loaded, or no snapshot
 configured) is answered StoreUnavailable rather than decided without them; checks without
 messages (reads) are decided on limits alone.
@@ -31,7 +42,9 @@ from typing import Any
 
 import structlog
 
+from gateway.store import keys
 from gateway.store.base import BucketSpec, Decision, OtpSpec, SendCheck, Store
+from gateway.store.gcra import AUTHENTICATION
 from gateway.store.memory import MemoryStore
 from gateway.store.snapshot import Compliance, SnapshotStore
 
@@ -39,6 +52,7 @@ RETRY_S = 1.0
 PATIENCE_S = 1.0  # the longest a decision waits for Redis while this worker is saturated
 LAG_WINDOW_S = 0.5
 MAX_IN_FLIGHT = 2  # decision batches out at once per process; more wait and go together
+PER_MESSAGE_S = 50e-6  # a decision's time for each message it holds, beyond timeout_s
 
 
 class StoreUnavailable(Exception):
@@ -56,9 +70,11 @@ class Decider:
         on_fallback: Callable[[str, int], None] | None = None,
         snapshot: Compliance | None = None,
         log: Any = None,
+        otp_on_failure: str = "closed",
     ) -> None:
         self.store = store
         self.on_failure = on_failure
+        self.otp_on_failure = otp_on_failure
         self.divisor = max(1, divisor)
         self.timeout_s = timeout_s
         self.snapshot = snapshot
@@ -70,7 +86,10 @@ class Decider:
         self._last_ok = 0.0
         self._in_flight = 0
         self._failing = False
-        self._behind: dict[tuple[str, int], int] = {}  # (bucket key, interval) -> sends
+        # (bucket key, interval, exact) -> sends decided locally, not yet handed back; exact:
+        # an OTP or end-user-IP bucket, whose sends are owed until they are handed back
+        self._behind: dict[tuple[str, int, bool], int] = {}
+        self._owed: dict[tuple[str, int, bool], int] = {}
         self._spending = False
         self._spend_after = 0.0
         self._log = log if log is not None else structlog.get_logger("gateway")
@@ -163,10 +182,18 @@ class Decider:
         process's own event loop is running late (a saturated worker reads Redis' answer
         late, not Redis answering late), wait up to PATIENCE_S instead: falling back would
         weaken fleet-wide limits exactly under load, for no fault of Redis."""
-        patience = self.timeout_s if self._lag_s <= self.timeout_s / 4 else PATIENCE_S
+        budget = self.timeout_s + PER_MESSAGE_S * sum(len(c.messages) for c in checks)
+        patience = budget if self._lag_s <= self.timeout_s / 4 else max(budget, PATIENCE_S)
         async with asyncio.timeout(patience):
             if self._outage:
                 await self.store.hold_buckets(self._handback())
+            if self._owed:
+                owed, self._owed = self._owed, {}
+                try:
+                    await self.store.spend_buckets([(k, iv, n) for (k, iv, _), n in owed.items()])
+                except BaseException:
+                    _add(self._owed, owed)
+                    raise
             return await self.store.decide_many(checks)
 
     async def _decide_many(self, checks: list[SendCheck]) -> Sequence[Decision | None]:
@@ -211,13 +238,28 @@ class Decider:
             raise StoreUnavailable(str(failure))
         if self.on_failure == "open":
             return [Decision() for _ in checks]
-        known = [self._covered(c) for c in checks]
+        known = [self._covered(c) and self._otp_allowed(c) for c in checks]
         todo = [c for c, ok in zip(checks, known, strict=True) if ok]
         await self._start_local(todo)
         local = await self.local.decide_many([self._local_share(c) for c in todo])
         self._spend_behind(todo, local)
         decided = iter(local)
         return [next(decided) if ok else None for ok in known]
+
+    def _otp_allowed(self, check: SendCheck) -> bool:
+        """Whether the fallback may decide this check's OTPs (`otp_on_failure`)."""
+        return self.otp_on_failure == "local" or not any(self._otp_messages(check))
+
+    def _otp_messages(self, check: SendCheck) -> list[bool]:
+        """Which messages are OTPs, as the local decision sees them."""
+        out = []
+        for m in check.messages:
+            otp = m.otp
+            if not otp and m.template:
+                state = self.local.template_state(check.account, m.template)
+                otp = state is not None and (state[1] or "").upper() == AUTHENTICATION
+            out.append(otp)
+        return out
 
     def _spend_behind(self, checks: list[SendCheck], decisions: list[Decision]) -> None:
         """Tell the shared store about the sends let through locally, in the background.
@@ -234,8 +276,13 @@ class Decider:
             if check.messages and len(decision.dropped) == len(check.messages):
                 continue
             for bucket in check.buckets:
-                if bucket.shapeable:
-                    key = (bucket.key, bucket.interval_us)
+                key = (bucket.key, bucket.interval_us, not bucket.shapeable)
+                self._behind[key] = self._behind.get(key, 0) + 1
+            gone = {i for i, _ in decision.dropped}
+            for i, otp in enumerate(self._otp_messages(check)):
+                if otp and i not in gone:
+                    bucket_key = keys.otp_bucket(check.account, check.messages[i].msisdn)
+                    key = (bucket_key, check.otp.interval_us, True)
                     self._behind[key] = self._behind.get(key, 0) + 1
         if self._behind and not self._spending and time.monotonic() >= self._spend_after:
             self._spending = True
@@ -246,8 +293,8 @@ class Decider:
     async def _spend(self) -> None:
         try:
             while self._behind:
-                spends = [(key, interval, n) for (key, interval), n in self._behind.items()]
-                self._behind = {}
+                behind, self._behind = self._behind, {}
+                spends = [(key, interval, n) for (key, interval, _), n in behind.items()]
                 try:
                     async with asyncio.timeout(PATIENCE_S):
                         await self.store.spend_buckets(spends)
@@ -255,7 +302,10 @@ class Decider:
                     if not is_store_failure(exc):
                         raise
                     self._spend_after = time.monotonic() + RETRY_S
-                    return  # lost: the hand-back after the outage covers what is left
+                    # capacity: the hand-back after the outage covers it; OTP and
+                    # end-user-IP bookings are owed until the store takes them
+                    _add(self._owed, {k: n for k, n in behind.items() if k[2]})
+                    return
         finally:
             self._spending = False
 
@@ -337,6 +387,11 @@ class Decider:
     async def close(self) -> None:
         for task in list(self._tasks):
             await asyncio.gather(task, return_exceptions=True)
+
+
+def _add(into: dict[tuple[str, int, bool], int], more: dict[tuple[str, int, bool], int]) -> None:
+    for key, n in more.items():
+        into[key] = into.get(key, 0) + n
 
 
 def _divided(bucket: BucketSpec, d: int) -> BucketSpec:

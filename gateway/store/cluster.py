@@ -58,7 +58,7 @@ from redis.exceptions import NoScriptError, RedisError, ResponseError
 from gateway.store import gcra, keys
 from gateway.store.base import BucketFill, BucketSpec, Decision, Refusal, SendCheck
 from gateway.store.channel import Channel, fixed
-from gateway.store.redis import decode_from, encode_split
+from gateway.store.codec import decode_from, encode_split
 from gateway.store.scripts import script
 
 T = TypeVar("T")

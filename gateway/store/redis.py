@@ -15,8 +15,11 @@ one key per command and works on any client.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+import contextlib
+import os
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import replace
+from typing import Any, Protocol
 
 import orjson
 from redis.asyncio import Redis, RedisCluster
@@ -27,128 +30,28 @@ from gateway.store.base import (
     BucketSpec,
     ConsentRecord,
     Decision,
-    Refusal,
-    Rule,
     SendCheck,
     TemplateRecord,
 )
 from gateway.store.channel import Channel, channel_for
+from gateway.store.cluster import SlotSplit
+from gateway.store.codec import decode, encode
+from gateway.store.codec import text as _text
 from gateway.store.scripts import ScriptClient, script
 
-if TYPE_CHECKING:
-    from gateway.store.cluster import SlotSplit
+CHUNK = 1_000  # messages per script call: a larger batch is decided in several calls
+JOURNAL_MS = 10_000  # how long a decision can still be cancelled (lua/cancel.lua)
+CANCEL_DELAYS_S = (0.0, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 4.0)  # within JOURNAL_MS
+STREAM_LEN = 100_000  # entries kept (roughly) in an account's change stream
 
-#: Rule codes of lua/decide.lua (1-based, in the order refusals win)
-_RULES: tuple[Rule, ...] = tuple(Rule)
-_CODE = {rule: i + 1 for i, rule in enumerate(_RULES)}
-_OPT_IN = {"off": 0, "warn": 1, "enforce": 2}
-_NONE: tuple[tuple[Rule, int], ...] = ()
+
+class DecisionCancelled(TimeoutError):
+    """A decide call reached Redis after its decision had been cancelled (it booked
+    nothing)."""
 
 
 class Closable(Protocol):
     async def aclose(self) -> None: ...
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
-def encode(checks: Sequence[SendCheck]) -> tuple[list[str], bytes]:
-    """(KEYS, ARGV[1]) of lua/decide.lua for these requests."""
-    names, _, blob = encode_split(checks, None)
-    return names, blob
-
-
-def encode_split(
-    checks: Sequence[SendCheck], local: Callable[[str], bool] | None
-) -> tuple[list[str], list[str], bytes]:
-    """(KEYS, other-slot keys, ARGV[1]) of lua/decide.lua. With `local`, a key it rejects
-    is named by a negative index into the other-slot keys (Redis Cluster: ARGV[2])."""
-    names: list[str] = []
-    others: list[str] = []
-    index: dict[str, int] = {}
-
-    def ix(key: str) -> int:
-        i = index.get(key)
-        if i is None:
-            if local is None or local(key):
-                names.append(key)
-                i = index[key] = len(names)
-            else:
-                others.append(key)
-                i = index[key] = -len(others)
-        return i
-
-    payload = []
-    for c in checks:
-        account = c.account
-        msgs: list[object] = []
-        any_template = False
-        for m in c.messages:
-            if m.template:
-                any_template = True
-                msgs += (m.msisdn, m.template, int(m.otp), ix(keys.otp_bucket(account, m.msisdn)))
-            elif m.otp:
-                msgs += (m.msisdn, "", 1, ix(keys.otp_bucket(account, m.msisdn)))
-            else:
-                msgs += (m.msisdn, "", 0, 0)
-        bks: list[int] = []
-        for b in c.buckets:
-            bks += (_CODE[b.rule], ix(b.key), b.interval_us, b.burst, int(b.shapeable))
-        payload.append((
-            int(c.batch), _OPT_IN.get(c.opt_in, 2), int(c.unknown_template_allowed),
-            c.max_wait_us, ix(keys.optouts(account)) if c.messages else 0,
-            ix(keys.consents(account)) if any_template else 0,
-            ix(keys.templates(account)) if any_template else 0,
-            ix(c.cooldown_key) if c.cooldown_key else 0,
-            c.otp.interval_us, c.otp.burst, bks, msgs,
-        ))  # fmt: skip
-    return names, others, orjson.dumps(payload)
-
-
-def decode(checks: Sequence[SendCheck], reply: Sequence[Any]) -> list[Decision]:
-    """Decisions from lua/decide.lua's flat reply."""
-    return decode_from(checks, reply)[0]
-
-
-def decode_from(checks: Sequence[SendCheck], reply: Sequence[Any]) -> tuple[list[Decision], int]:
-    """Decisions from lua/decide.lua's flat reply, and where the decisions end in it."""
-    out: list[Decision] = []
-    i = 0
-    for c in checks:
-        code = reply[i]
-        refusal, wait, remaining = None, 0, _NONE
-        if code == 0:
-            n = len(c.buckets)
-            wait = reply[i + 1]
-            remaining = tuple(
-                zip((b.rule for b in c.buckets), reply[i + 2 : i + 2 + n], strict=True)
-            )
-            i += 2 + n
-        elif code == 1:
-            refusal = _refusal(c, _RULES[reply[i + 1] - 1], reply[i + 2], reply[i + 3],
-                               reply[i + 4])  # fmt: skip
-            i += 5
-        else:
-            i += 1
-        n = reply[i]
-        dropped = tuple((reply[j], _RULES[reply[j + 1] - 1]) for j in range(i + 1, i + 2 * n, 2))
-        i += 1 + 2 * n
-        n = reply[i]
-        unconsented = tuple(reply[i + 1 : i + 1 + n])
-        i += 1 + n
-        out.append(Decision(wait, refusal, dropped, unconsented, remaining))
-    return out, i
-
-
-def _refusal(c: SendCheck, rule: Rule, retry: int, status: Any, ref: int) -> Refusal:
-    if rule is Rule.OTP:
-        return Refusal(rule, retry, bucket=gcra.otp_bucket_spec(c, c.messages[ref].msisdn))
-    if rule is Rule.TEMPLATE:
-        return Refusal(rule, status=None if status is None else _text(status))
-    if rule in (Rule.OPTED_OUT, Rule.NO_CONSENT):
-        return Refusal(rule)
-    return Refusal(rule, retry, bucket=c.buckets[ref] if ref >= 0 else None)
 
 
 class RedisStore:
@@ -167,11 +70,12 @@ class RedisStore:
         self._decide = script("decide")
         self._cooldown = script("cooldown")
         self._template_put = script("template_put")
+        self._cancel = script("cancel")
+        self._change = script("change")
         self._split: SlotSplit | None = None
         self._channel: Channel | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
         if isinstance(client, RedisCluster):
-            from gateway.store.cluster import SlotSplit
-
             self._split = SlotSplit(client)
         else:
             self._channel = channel_for(client)
@@ -183,12 +87,89 @@ class RedisStore:
         return (await self.decide_many((check,)))[0]
 
     async def decide_many(self, checks: Sequence[SendCheck]) -> list[Decision]:
+        """Decide `checks`; a batch over CHUNK messages in several bounded calls. Every call
+        journals its bookings under a decision id: when this fails or is cancelled (the
+        Decider's timeout), the decisions are undone in the background (lua/cancel.lua),
+        so a decision nobody heard the answer of leaves nothing booked."""
         if not checks:
             return []
         if self._split is not None:
             return await self._split.decide_many(checks)
+        journals: list[tuple[str, list[str]]] = []
+        try:
+            return await self._decide_journaled(checks, journals)
+        except BaseException:
+            self._cancel_later(journals)
+            raise
+
+    async def _decide_journaled(
+        self, checks: Sequence[SendCheck], journals: list[tuple[str, list[str]]]
+    ) -> list[Decision]:
+        out: list[Decision | None] = [None] * len(checks)
+        small = [i for i, c in enumerate(checks) if not _chunked(c)]
+        if small:  # first, so that no small request waits behind a large batch
+            part = [checks[i] for i in small]
+            journal = _journal(journals)
+            for i, decision in zip(small, await self._call(part, journal), strict=True):
+                out[i] = decision
+        for i, c in enumerate(checks):
+            if out[i] is None:
+                out[i] = await self._decide_large(c, _journal(journals))
+        return [d for d in out if d is not None]
+
+    async def _call(
+        self, checks: Sequence[SendCheck], journal: tuple[str, list[str]]
+    ) -> list[Decision]:
         names, blob = encode(checks)
-        return decode(checks, await self._decide(self._calls, names, (blob,)))
+        names.append(journal[0])
+        journal[1].extend(names)
+        args = (blob, "", len(names), JOURNAL_MS)
+        reply = await self._decide(self._calls, names, args)
+        if reply and reply[0] == -1:
+            raise DecisionCancelled("the decision was cancelled before it ran")
+        return decode(checks, reply)
+
+    async def _decide_large(self, check: SendCheck, journal: tuple[str, list[str]]) -> Decision:
+        """A batch over CHUNK messages: the message rules chunk by chunk (each chunk books
+        its OTP buckets), then the request's buckets; a refusal there cancels the chunks'
+        bookings, so the whole request is still all-or-nothing."""
+        dropped: list[tuple[int, Any]] = []
+        uncons: list[int] = []
+        n = len(check.messages)
+        for start in range(0, n, CHUNK):
+            part = replace(check, messages=check.messages[start : start + CHUNK], buckets=(),
+                           cooldown_key="", batch=True)  # fmt: skip
+            (found,) = await self._call((part,), journal)
+            dropped += ((start + i, rule) for i, rule in found.dropped)
+            uncons += (start + i for i in found.unconsented)
+        if len(dropped) == n:
+            return Decision(dropped=tuple(dropped))
+        (found,) = await self._call((replace(check, messages=()),), journal)
+        if found.refusal is not None:
+            await self._cancel_journal(journal)
+        return Decision(found.wait_us, found.refusal, tuple(dropped), tuple(uncons),
+                        found.remaining)  # fmt: skip
+
+    async def _cancel_journal(self, journal: tuple[str, list[str]]) -> None:
+        names = [journal[0], *dict.fromkeys(k for k in journal[1] if k != journal[0])]
+        await self._cancel(self.client, names, (JOURNAL_MS,))
+
+    def _cancel_later(self, journals: list[tuple[str, list[str]]]) -> None:
+        if not journals:
+            return
+        task = asyncio.get_running_loop().create_task(self._cancel_all(journals))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _cancel_all(self, journals: list[tuple[str, list[str]]]) -> None:
+        """Cancel each journal, tried again while Redis does not answer (within
+        JOURNAL_MS, after which the journal is gone and the bookings stay: stricter)."""
+        for journal in journals:
+            for delay in CANCEL_DELAYS_S:
+                await asyncio.sleep(delay)
+                with contextlib.suppress(Exception):  # Redis' trouble: try again
+                    await self._cancel_journal(journal)
+                    break
 
     async def set_cooldown(self, key: str, duration_us: int) -> None:
         await self._cooldown(self.client, (key,), (max(1, -(-duration_us // 1000)),))
@@ -218,10 +199,14 @@ class RedisStore:
 
     # --- opt-outs: a set per account
     async def optout_add(self, account: str, msisdn: str) -> bool:
-        return bool(await self.client.sadd(keys.optouts(account), msisdn))
+        return bool(
+            await self._changed(account, keys.optouts(account), "SADD", msisdn, "", "o", "1")
+        )
 
     async def optout_remove(self, account: str, msisdn: str) -> bool:
-        return bool(await self.client.srem(keys.optouts(account), msisdn))
+        return bool(
+            await self._changed(account, keys.optouts(account), "SREM", msisdn, "", "o", "0")
+        )
 
     async def optout_contains(self, account: str, msisdn: str) -> bool:
         return bool(await self.client.sismember(keys.optouts(account), msisdn))
@@ -235,14 +220,27 @@ class RedisStore:
     async def consent_put(self, account: str, record: ConsentRecord) -> None:
         value = {"source": record.source, "categories": list(record.categories),
                  "timestamp": record.timestamp}  # fmt: skip
-        await self.client.hset(keys.consents(account), record.msisdn, orjson.dumps(value))
+        cats = orjson.dumps([c.upper() for c in record.categories if isinstance(c, str)])
+        await self._changed(account, keys.consents(account), "HSET", record.msisdn,
+                            orjson.dumps(value), "c", cats)  # fmt: skip
 
     async def consent_get(self, account: str, msisdn: str) -> ConsentRecord | None:
         raw = await self.client.hget(keys.consents(account), msisdn)
         return None if raw is None else _consent(msisdn, raw)
 
     async def consent_delete(self, account: str, msisdn: str) -> bool:
-        return bool(await self.client.hdel(keys.consents(account), msisdn))
+        return bool(
+            await self._changed(account, keys.consents(account), "HDEL", msisdn, "", "c", "")
+        )
+
+    async def _changed(
+        self, account: str, key: str, command: str, member: str, value: bytes | str,
+        kind: str, change: bytes | str,
+    ) -> Any:  # fmt: skip
+        """One compliance write and its entry in the account's change stream, atomically
+        (lua/change.lua): every worker's copy follows it (gateway/store/tail.py)."""
+        args = (command, member, value, kind, change, STREAM_LEN)
+        return await self._change(self.client, (key, keys.changes(account)), args)
 
     async def consent_export(self, account: str) -> AsyncIterator[ConsentRecord]:
         async for msisdn, raw in self.client.hscan_iter(keys.consents(account), count=500):
@@ -253,15 +251,19 @@ class RedisStore:
         self, account: str, record: TemplateRecord, *, if_newer: bool = False
     ) -> bool:
         ts = gcra.instant_us(record.updated_at)
-        value = orjson.dumps({"status": record.status, "category": record.category,
+        value = orjson.dumps({"name": record.name, "language": record.language,
+                              "status": record.status, "category": record.category,
                               "quality": record.quality, "updatedAt": record.updated_at,
                               "ts": ts})  # fmt: skip
-        field = f"{record.name}:{record.language}"
-        args = (field, value, ts, int(if_newer))
-        return bool(await self._template_put(self.client, (keys.templates(account),), args))
+        field = keys.template_id(record.name, record.language)
+        cat = record.category.upper() if record.category else None
+        change = orjson.dumps([record.status, cat])
+        args = (field, value, ts, int(if_newer), change, STREAM_LEN)
+        names = (keys.templates(account), keys.changes(account))
+        return bool(await self._template_put(self.client, names, args))
 
     async def template_get(self, account: str, name: str, language: str) -> TemplateRecord | None:
-        field = f"{name}:{language}"
+        field = keys.template_id(name, language)
         raw = await self.client.hget(keys.templates(account), field)
         return None if raw is None else _template(field, raw)
 
@@ -315,9 +317,26 @@ class RedisStore:
             self._channel.close()
         if self._split is not None:
             self._split.close()
+        if self._tasks:  # cancels under way: a moment to finish, then dropped
+            _, late = await asyncio.wait(set(self._tasks), timeout=1.0)
+            for task in late:
+                task.cancel()
+            with contextlib.suppress(BaseException):
+                await asyncio.gather(*late, return_exceptions=True)
         await self.client.aclose()
         for other in self._also_close:
             await other.aclose()
+
+
+def _chunked(check: SendCheck) -> bool:
+    return check.batch and len(check.messages) > CHUNK
+
+
+def _journal(journals: list[tuple[str, list[str]]]) -> tuple[str, list[str]]:
+    """A new decision journal (its key, the keys its calls named), noted for a cancel."""
+    journal: tuple[str, list[str]] = (keys.decision(os.urandom(9).hex()), [])
+    journals.append(journal)
+    return journal
 
 
 def _consent(msisdn: str, raw: bytes | str) -> ConsentRecord:
@@ -329,5 +348,6 @@ def _consent(msisdn: str, raw: bytes | str) -> ConsentRecord:
 def _template(field: str, raw: bytes | str) -> TemplateRecord:
     d = orjson.loads(raw)
     name, _, language = field.rpartition(":")
+    name, language = d.get("name") or name, d.get("language") or language
     return TemplateRecord(name, language, d["status"], d.get("category"), d.get("quality"),
                           d.get("updatedAt", ""))  # fmt: skip
