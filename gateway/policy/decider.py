@@ -52,6 +52,7 @@ RETRY_S = 1.0
 PATIENCE_S = 1.0  # the longest a decision waits for Redis while this worker is saturated
 LAG_WINDOW_S = 0.5
 MAX_IN_FLIGHT = 2  # decision batches out at once per process; more wait and go together
+HANDBACK_TRIES = 300  # RETRY_S apart: what a longer outage leaves is not handed back
 PER_MESSAGE_S = 50e-6  # a decision's time for each message it holds, beyond timeout_s
 
 
@@ -89,7 +90,7 @@ class Decider:
         # (bucket key, interval, exact) -> sends decided locally, not yet handed back; exact:
         # an OTP or end-user-IP bucket, whose sends are owed until they are handed back
         self._behind: dict[tuple[str, int, bool], int] = {}
-        self._owed: dict[tuple[str, int, bool], int] = {}
+        self._holds: dict[str, int] = {}  # OTP bucket -> booked until (µs), decided locally
         self._spending = False
         self._spend_after = 0.0
         self._log = log if log is not None else structlog.get_logger("gateway")
@@ -187,13 +188,6 @@ class Decider:
         async with asyncio.timeout(patience):
             if self._outage:
                 await self.store.hold_buckets(self._handback())
-            if self._owed:
-                owed, self._owed = self._owed, {}
-                try:
-                    await self.store.spend_buckets([(k, iv, n) for (k, iv, _), n in owed.items()])
-                except BaseException:
-                    _add(self._owed, owed)
-                    raise
             return await self.store.decide_many(checks)
 
     async def _decide_many(self, checks: list[SendCheck]) -> Sequence[Decision | None]:
@@ -279,33 +273,51 @@ class Decider:
                 key = (bucket.key, bucket.interval_us, not bucket.shapeable)
                 self._behind[key] = self._behind.get(key, 0) + 1
             gone = {i for i, _ in decision.dropped}
+            until = self.local.now() + decision.wait_us + check.otp.interval_us
             for i, otp in enumerate(self._otp_messages(check)):
                 if otp and i not in gone:
-                    bucket_key = keys.otp_bucket(check.account, check.messages[i].msisdn)
-                    key = (bucket_key, check.otp.interval_us, True)
-                    self._behind[key] = self._behind.get(key, 0) + 1
-        if self._behind and not self._spending and time.monotonic() >= self._spend_after:
+                    otp_key = keys.otp_bucket(check.account, check.messages[i].msisdn)
+                    self._holds[otp_key] = max(self._holds.get(otp_key, 0), until)
+        if (
+            (self._behind or self._holds)
+            and not self._spending
+            and time.monotonic() >= self._spend_after
+        ):
             self._spending = True
             task = asyncio.get_running_loop().create_task(self._spend())
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
     async def _spend(self) -> None:
+        """Hand back what was decided locally, one call at a time; OTP and end-user-IP
+        bookings that the store did not take are tried again every RETRY_S (up to
+        HANDBACK_TRIES times), capacity ones are left to the hand-back after the outage."""
+        tries = 0
         try:
-            while self._behind:
+            while self._behind or self._holds:
                 behind, self._behind = self._behind, {}
-                spends = [(key, interval, n) for (key, interval, _), n in behind.items()]
+                holds, self._holds = self._holds, {}
+                now = self.local.now()
+                live = [(key, until - now) for key, until in holds.items() if until > now]
                 try:
                     async with asyncio.timeout(PATIENCE_S):
-                        await self.store.spend_buckets(spends)
+                        if live:
+                            await self.store.hold_buckets(live)
+                            live = []
+                        await self.store.spend_buckets(
+                            [(key, interval, n) for (key, interval, _), n in behind.items()]
+                        )
                 except Exception as exc:
                     if not is_store_failure(exc):
                         raise
                     self._spend_after = time.monotonic() + RETRY_S
-                    # capacity: the hand-back after the outage covers it; OTP and
-                    # end-user-IP bookings are owed until the store takes them
-                    _add(self._owed, {k: n for k, n in behind.items() if k[2]})
-                    return
+                    tries += 1
+                    if tries >= HANDBACK_TRIES:
+                        return
+                    _add(self._behind, {k: n for k, n in behind.items() if k[2]})
+                    for key, left in live:  # idempotent: a hold never lowers a bucket
+                        self._holds[key] = max(self._holds.get(key, 0), now + left)
+                    await asyncio.sleep(RETRY_S)
         finally:
             self._spending = False
 
