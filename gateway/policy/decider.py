@@ -52,6 +52,7 @@ RETRY_S = 1.0
 PATIENCE_S = 1.0  # the longest a decision waits for Redis while this worker is saturated
 LAG_WINDOW_S = 0.5
 MAX_IN_FLIGHT = 2  # decision batches out at once per process; more wait and go together
+CLOSE_WAIT_S = 1.0  # at shutdown, how long a hand-back under way may still take
 HANDBACK_TRIES = 300  # RETRY_S apart: what a longer outage leaves is not handed back
 PER_MESSAGE_S = 50e-6  # a decision's time for each message it holds, beyond timeout_s
 
@@ -397,8 +398,14 @@ class Decider:
             self._down_until = time.monotonic() + RETRY_S
 
     async def close(self) -> None:
-        for task in list(self._tasks):
-            await asyncio.gather(task, return_exceptions=True)
+        """Let the work under way finish, for a moment: a hand-back still retrying against
+        a store that is down is dropped."""
+        if not self._tasks:
+            return
+        _, late = await asyncio.wait(set(self._tasks), timeout=CLOSE_WAIT_S)
+        for task in late:
+            task.cancel()
+        await asyncio.gather(*late, return_exceptions=True)
 
 
 def _add(into: dict[tuple[str, int, bool], int], more: dict[tuple[str, int, bool], int]) -> None:
