@@ -14,6 +14,7 @@ import pytest
 from tests.conftest import GatewayFactory
 from tests.integration.test_compliance import (
     BATCH,
+    CHAT,
     admin,
     eventually,
     send,
@@ -26,6 +27,7 @@ from tests.support.redisproc import RedisServer
 from tests.support.simproc import SimProcess
 
 VERIFY = "/verify/api/v2/subaccounts/acme_otp/sessions"
+OTP_CHAT = "/chatapps/api/v1/subaccounts/acme_otp/messages"  # the Verify subaccount
 OPTED = "+6591110000"
 WITHDRAWN = "+6592220000"
 CONSENTED = "+6593330000"
@@ -67,10 +69,12 @@ async def deciding_locally(gw: GatewayProcess) -> None:
     """Redis paused: ordinary sends go once the local buckets have started (they start busy
     for a burst plus max_wait, so the switch cannot overflow a second)."""
 
-    async def sent() -> bool:
-        return (await send(gw, text(SPARE)))[0] == 200
+    for path in (CHAT, OTP_CHAT):
 
-    await eventually(sent, timeout=2.0)
+        async def sent(path: str = path) -> bool:
+            return (await send(gw, text(SPARE), path))[0] == 200
+
+        await eventually(sent, timeout=2.0)
 
 
 async def loaded(gw: GatewayProcess) -> None:
@@ -114,8 +118,7 @@ async def test_otp_sends_are_refused_while_deciding_locally_by_default(
     assert (status, body["gatewayCode"]) == (503, "store.unavailable")
     status, _, body = await send(gw, templated(Y, "login_code"))
     assert (status, body["gatewayCode"]) == (503, "store.unavailable")
-    await deciding_locally(gw)  # not an OTP: decided locally
-    assert [r["body"]["user"]["msisdn"] for r in sim.requests()] == [SPARE]
+    assert [r["body"]["user"]["msisdn"] for r in sim.requests()] == [SPARE, SPARE]  # no OTP
 
 
 async def test_local_otp_decisions_know_redis_otps_and_are_handed_back(
@@ -142,7 +145,7 @@ async def test_local_otp_decisions_know_redis_otps_and_are_handed_back(
     await eventually(handed_back)
     status, _, body = await send(a, {"destination": Y}, VERIFY)
     assert (status, body["gatewayCode"]) == (429, "rate_limited.otp_recipient")
-    assert [r["body"].get("destination") for r in sim.requests()] == [X, None, Y]
+    assert [r["body"].get("destination") for r in sim.requests()] == [X, None, None, Y]
 
 
 async def test_changes_through_one_worker_hold_on_another_deciding_locally(
@@ -168,7 +171,7 @@ async def test_changes_through_one_worker_hold_on_another_deciding_locally(
     status, _, body = await send(b, templated(CONSENTED, "promo2"))
     assert (status, body["gatewayCode"], body["status"]) == (409, "template.not_active", "PAUSED")
     assert (await send(b, templated(CONSENTED, "promo")))[0] == 200
-    assert [r["body"]["user"]["msisdn"] for r in sim.requests()] == [SPARE, CONSENTED]
+    assert [r["body"]["user"]["msisdn"] for r in sim.requests()] == [SPARE, SPARE, CONSENTED]
     assert (await copy_of(b))["loaded"]  # the copy b decided on, not a fresh full load
 
 
