@@ -10,6 +10,7 @@ from gateway import answers, messages, routes
 from gateway.bodies import read_body
 from gateway.errors import GatewayError, error_response, from_exception
 from gateway.messages import ParsedSend
+from gateway.policy import pacing
 from gateway.policy.auth import end_user_ip
 from gateway.policy.decider import StoreUnavailable
 from gateway.routes import Kind, Route
@@ -95,7 +96,15 @@ async def _forward(
     if decision.wait_us:
         info["waited_ms"] = decision.wait_us // 1000
         state.metrics.shaped_seconds.observe(decision.wait_us / 1e6)
-        await asyncio.sleep(decision.wait_us / 1e6)
+    try:  # leave at the booked slot, or take a fresh one when this process is late
+        decision = await pacing.until_slot(
+            decision, lambda: state.decider.decide(state.plan.check(route, (), None))
+        )
+    except StoreUnavailable:
+        return error_response("store.unavailable", "the shared store is unavailable")
+    if decision.refusal is not None:
+        info["decision"] = decision.refusal.rule.value
+        return answers.refusal(decision.refusal)
     path_qs = route.path + (
         f"?{request.rel_url.raw_query_string}" if request.rel_url.raw_query_string else ""
     )

@@ -23,6 +23,8 @@
 --   refused:     1, rule, retry_after_us, template status or nil, ref, TAIL
 --   all dropped: 2, TAIL
 --   TAIL: n_dropped, (message index, rule) * n_dropped, n_unconsented, message index * n
+-- and after the last request: now (µs of server time; an allowed request's slot is now +
+-- its wait_us)
 --   rule: 1 opted_out, 2 no_consent, 3 template, 4 otp, 5 end_user_ip, 6 subaccount,
 --   7 egress_ip. ref: a message rule's 0-based message index, a bucket rule's 0-based
 --   bucket index (-1: a cool-down without a subaccount bucket).
@@ -34,7 +36,7 @@
 --   index -j: a bucket's TAT (0: none) or a cool-down's PTTL in ms, as read just before.
 --   They are decided on exactly like keys of this slot, booked in memory only, never read
 --   or written here (cluster.py books them on their own slot at the same instant).
---   The reply then goes on after the last request: now, and per request: the instant it
+--   The reply then goes on after now: per request: the instant it
 --   booked (0: none), n, then (key index, TAT before, TAT after) * n for the keys of this
 --   slot it booked, in booking order (what lua/refund.lua needs to undo them).
 
@@ -271,8 +273,8 @@ for k in pairs(dirty) do
     redis.call('SET', KEYS[k], string.format('%.0f', v), 'PX', ms)
   end
 end
+push(now)
 if foreign then
-  push(now)
   for i = 1, #booked do
     local b = booked[i]
     push(b[1])

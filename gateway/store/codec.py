@@ -6,6 +6,7 @@ for it."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 import orjson
@@ -112,6 +113,9 @@ def decode_from(checks: Sequence[SendCheck], reply: Sequence[Any]) -> tuple[list
         unconsented = tuple(reply[i + 1 : i + 1 + n])
         i += 1 + n
         out.append(Decision(wait, refusal, dropped, unconsented, remaining))
+    if i < len(reply):  # the server's now: each allowed request's slot
+        now = int(reply[i])
+        out = [replace(d, slot_us=now + d.wait_us) if d.remaining else d for d in out]
     return out, i
 
 

@@ -148,7 +148,7 @@ class RedisStore:
         if found.refusal is not None:
             await self._cancel_journal(journal)
         return Decision(found.wait_us, found.refusal, tuple(dropped), tuple(uncons),
-                        found.remaining)  # fmt: skip
+                        found.remaining, found.slot_us)  # fmt: skip
 
     async def _cancel_journal(self, journal: tuple[str, list[str]]) -> None:
         names = [journal[0], *dict.fromkeys(k for k in journal[1] if k != journal[0])]

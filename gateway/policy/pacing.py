@@ -1,0 +1,51 @@
+"""Sending at the booked slot, and never much later.
+
+A decision books a slot (`Decision.slot_us`, on the store's clock); 8x8 counts the send
+when it arrives. The buckets leave room for a send to leave up to `limits.JITTER_S` after
+its slot (gateway/policy/limits.py); a send this process comes round to later than LATE_S
+after its slot (a saturated event loop, a slow reply) takes a fresh slot instead and goes
+then, so what 8x8 sees in any one-second window stays within the limit whatever the
+forwarding delay. The late slot stays spent: that costs goodput only when sends are late.
+
+The sleep runs to the slot on this host's clock, not for `wait_us` after the reply came:
+a reply that took long does not delay the send further. A steady offset between this
+host's clock and Redis's shifts every send alike, which no window notices.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+
+from gateway.store.base import Decision, Refusal, Rule
+
+LATE_S = 0.003  # later than this after its slot, a send takes a fresh one
+REBOOKS = 3  # fresh slots tried before the send is refused as over the limit
+
+
+async def until_slot(decision: Decision, rebook: Callable[[], Awaitable[Decision]]) -> Decision:
+    """Wait for the decision's slot; the decision the send goes on (a fresh one when it was
+    late), or a refusal when a fresh slot was refused (nothing more is booked then)."""
+    for _ in range(REBOOKS + 1):
+        if not decision.slot_us:  # a store that gives no slot: the wait it told
+            if decision.wait_us:
+                await asyncio.sleep(decision.wait_us / 1e6)
+            return decision
+        left = decision.slot_us / 1e6 - time.time()
+        if left > 0:
+            await asyncio.sleep(left)
+            left = decision.slot_us / 1e6 - time.time()
+        if -left <= LATE_S:
+            return decision
+        fresh = await rebook()
+        if fresh.refusal is not None:
+            return fresh
+        decision = replace_capacity(decision, fresh)
+    return Decision(refusal=Refusal(Rule.SUBACCOUNT, 1_000_000))
+
+
+def replace_capacity(first: Decision, fresh: Decision) -> Decision:
+    """The first decision (its dropped messages) at the fresh slot."""
+    return Decision(fresh.wait_us, None, first.dropped, first.unconsented, fresh.remaining,
+                    fresh.slot_us)  # fmt: skip
