@@ -298,6 +298,8 @@ class Decider:
             while self._behind or self._holds:
                 behind, self._behind = self._behind, {}
                 holds, self._holds = self._holds, {}
+                if tries:  # failing: capacity sends are the outage hand-back's to cover
+                    behind = {k: n for k, n in behind.items() if k[2]}
                 now = self.local.now()
                 live = [(key, until - now) for key, until in holds.items() if until > now]
                 try:
