@@ -1,5 +1,5 @@
 """The Decider: micro-batches with one in flight; its patience (a slow shared store is a
-failure, a saturated worker is not)."""
+failure, a saturated worker is not, nor a large batch); pacing sends to their slots."""
 
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ import time
 from collections.abc import Sequence
 from dataclasses import replace
 
+from gateway.policy import pacing
 from gateway.policy.decider import Decider
-from gateway.store.base import Decision, SendCheck
+from gateway.store.base import Decision, Refusal, Rule, SendCheck
 from gateway.store.memory import MemoryStore
-from tests.contract.conftest import send, sub_bucket
+from tests.contract.conftest import msg, send, sub_bucket
 
 
 class SlowShared(MemoryStore):
@@ -118,4 +119,60 @@ async def test_sends_let_through_locally_are_booked_into_the_shared_bucket() -> 
             break
     # the local send took its slot in the shared bucket: one interval (100 ms) ahead
     assert 50_000 < ahead <= 100_000, ahead
+    await decider.close()
+
+
+# --- pacing: leave at the slot, or take a fresh one --------------------------------------------
+
+
+async def test_a_send_leaves_at_its_slot_without_a_fresh_booking() -> None:
+    booked: list[Decision] = []
+
+    async def rebook() -> Decision:
+        booked.append(Decision())
+        return Decision()
+
+    slot = time.time_ns() // 1000 + 20_000
+    first = Decision(wait_us=20_000, slot_us=slot, dropped=((1, Rule.OPTED_OUT),))
+    went = await pacing.until_slot(first, rebook)
+    assert went is first and booked == []
+    assert time.time_ns() // 1000 >= slot
+
+
+async def test_a_send_later_than_its_slot_takes_a_fresh_one_keeping_its_drops() -> None:
+    now = time.time_ns() // 1000
+    fresh = Decision(wait_us=0, slot_us=now, remaining=((Rule.SUBACCOUNT, 3),))
+    calls = 0
+
+    async def rebook() -> Decision:
+        nonlocal calls
+        calls += 1
+        return fresh
+
+    late = Decision(slot_us=now - 50_000, dropped=((0, Rule.OTP),))
+    went = await pacing.until_slot(late, rebook)
+    assert calls == 1
+    assert (went.slot_us, went.dropped, went.remaining) == (now, ((0, Rule.OTP),), fresh.remaining)
+
+
+async def test_a_late_send_whose_fresh_slot_is_refused_is_refused() -> None:
+    refusal = Decision(refusal=Refusal(Rule.SUBACCOUNT, 5_000))
+
+    async def rebook() -> Decision:
+        return refusal
+
+    late = Decision(slot_us=time.time_ns() // 1000 - 50_000)
+    assert await pacing.until_slot(late, rebook) is refusal
+
+
+# --- a decision's time grows with its size -----------------------------------------------------
+
+
+async def test_a_large_batch_gets_time_for_its_size_and_does_not_fall_back() -> None:
+    store = SlowShared(delay_s=0.2)  # 10,000 messages: 50 ms + 10,000 x 50 µs = 550 ms
+    decider, fallbacks = _decider(store)
+    big = send(*(msg(f"+65800{i:05d}") for i in range(10_000)), batch=True, opt_in="off",
+               buckets=(sub_bucket(),))  # fmt: skip
+    assert (await decider.decide(big)).refusal is None
+    assert fallbacks == [] and decider.mode == "redis"
     await decider.close()
