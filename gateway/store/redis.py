@@ -15,8 +15,6 @@ one key per command and works on any client.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
 from typing import Any, Protocol
@@ -37,17 +35,18 @@ from gateway.store.channel import Channel, channel_for
 from gateway.store.cluster import SlotSplit
 from gateway.store.codec import decode, encode
 from gateway.store.codec import text as _text
+from gateway.store.journal import (
+    JOURNAL_MS,
+    Canceller,
+    DecisionCancelled,
+    Journal,
+    Journals,
+    reply_cancelled,
+)
 from gateway.store.scripts import ScriptClient, script
 
 CHUNK = 1_000  # messages per script call: a larger batch is decided in several calls
-JOURNAL_MS = 10_000  # how long a decision can still be cancelled (lua/cancel.lua)
-CANCEL_DELAYS_S = (0.0, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 4.0)  # within JOURNAL_MS
 STREAM_LEN = 100_000  # entries kept (roughly) in an account's change stream
-
-
-class DecisionCancelled(TimeoutError):
-    """A decide call reached Redis after its decision had been cancelled (it booked
-    nothing)."""
 
 
 class Closable(Protocol):
@@ -70,11 +69,9 @@ class RedisStore:
         self._decide = script("decide")
         self._cooldown = script("cooldown")
         self._template_put = script("template_put")
-        self._cancel = script("cancel")
         self._change = script("change")
         self._split: SlotSplit | None = None
         self._channel: Channel | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
         if isinstance(client, RedisCluster):
             self._split = SlotSplit(client)
         else:
@@ -82,6 +79,7 @@ class RedisStore:
         # the decision call: over a lean pipelined channel (gateway/store/channel.py) when
         # the connection allows one, else through the redis-py client
         self._calls: ScriptClient = self._channel if self._channel is not None else client
+        self._canceller = Canceller(client)
 
     async def decide(self, check: SendCheck) -> Decision:
         return (await self.decide_many((check,)))[0]
@@ -95,15 +93,15 @@ class RedisStore:
             return []
         if self._split is not None:
             return await self._split.decide_many(checks)
-        journals: list[tuple[str, list[str]]] = []
+        journals: list[Journal] = []
         try:
             return await self._decide_journaled(checks, journals)
         except BaseException:
-            self._cancel_later(journals)
+            self._canceller.later(journals)
             raise
 
     async def _decide_journaled(
-        self, checks: Sequence[SendCheck], journals: list[tuple[str, list[str]]]
+        self, checks: Sequence[SendCheck], journals: list[Journal]
     ) -> list[Decision]:
         out: list[Decision | None] = [None] * len(checks)
         small = [i for i, c in enumerate(checks) if not _chunked(c)]
@@ -117,19 +115,15 @@ class RedisStore:
                 out[i] = await self._decide_large(c, _journal(journals))
         return [d for d in out if d is not None]
 
-    async def _call(
-        self, checks: Sequence[SendCheck], journal: tuple[str, list[str]]
-    ) -> list[Decision]:
+    async def _call(self, checks: Sequence[SendCheck], journal: Journal) -> list[Decision]:
         names, blob = encode(checks)
-        names.append(journal[0])
-        journal[1].extend(names)
-        args = (blob, "", len(names), JOURNAL_MS)
-        reply = await self._decide(self._calls, names, args)
-        if reply and reply[0] == -1:
+        call_keys, ix = journal.call_keys(names)
+        reply = await self._decide(self._calls, call_keys, (blob, "", ix, JOURNAL_MS))
+        if reply_cancelled(reply):
             raise DecisionCancelled("the decision was cancelled before it ran")
         return decode(checks, reply)
 
-    async def _decide_large(self, check: SendCheck, journal: tuple[str, list[str]]) -> Decision:
+    async def _decide_large(self, check: SendCheck, journal: Journal) -> Decision:
         """A batch over CHUNK messages: the message rules chunk by chunk (each chunk books
         its OTP buckets), then the request's buckets; a refusal there cancels the chunks'
         bookings, so the whole request is still all-or-nothing."""
@@ -146,30 +140,9 @@ class RedisStore:
             return Decision(dropped=tuple(dropped))
         (found,) = await self._call((replace(check, messages=()),), journal)
         if found.refusal is not None:
-            await self._cancel_journal(journal)
+            await self._canceller.cancel(journal)
         return Decision(found.wait_us, found.refusal, tuple(dropped), tuple(uncons),
                         found.remaining, found.slot_us)  # fmt: skip
-
-    async def _cancel_journal(self, journal: tuple[str, list[str]]) -> None:
-        names = [journal[0], *dict.fromkeys(k for k in journal[1] if k != journal[0])]
-        await self._cancel(self.client, names, (JOURNAL_MS,))
-
-    def _cancel_later(self, journals: list[tuple[str, list[str]]]) -> None:
-        if not journals:
-            return
-        task = asyncio.get_running_loop().create_task(self._cancel_all(journals))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _cancel_all(self, journals: list[tuple[str, list[str]]]) -> None:
-        """Cancel each journal, tried again while Redis does not answer (within
-        JOURNAL_MS, after which the journal is gone and the bookings stay: stricter)."""
-        for journal in journals:
-            for delay in CANCEL_DELAYS_S:
-                await asyncio.sleep(delay)
-                with contextlib.suppress(Exception):  # Redis' trouble: try again
-                    await self._cancel_journal(journal)
-                    break
 
     async def set_cooldown(self, key: str, duration_us: int) -> None:
         await self._cooldown(self.client, (key,), (max(1, -(-duration_us // 1000)),))
@@ -316,13 +289,8 @@ class RedisStore:
         if self._channel is not None:
             self._channel.close()
         if self._split is not None:
-            self._split.close()
-        if self._tasks:  # cancels under way: a moment to finish, then dropped
-            _, late = await asyncio.wait(set(self._tasks), timeout=1.0)
-            for task in late:
-                task.cancel()
-            with contextlib.suppress(BaseException):
-                await asyncio.gather(*late, return_exceptions=True)
+            await self._split.aclose()
+        await self._canceller.close()
         await self.client.aclose()
         for other in self._also_close:
             await other.aclose()
@@ -332,9 +300,9 @@ def _chunked(check: SendCheck) -> bool:
     return check.batch and len(check.messages) > CHUNK
 
 
-def _journal(journals: list[tuple[str, list[str]]]) -> tuple[str, list[str]]:
-    """A new decision journal (its key, the keys its calls named), noted for a cancel."""
-    journal: tuple[str, list[str]] = (keys.decision(os.urandom(9).hex()), [])
+def _journal(journals: list[Journal]) -> Journal:
+    """A new decision's journal (standalone: one slot), noted for a cancel."""
+    journal = Journals().on_slot_of("")
     journals.append(journal)
     return journal
 
