@@ -18,7 +18,7 @@ from gateway.errors import error_response
 from gateway.metrics import Metrics
 from gateway.policy.decider import Decider
 from gateway.state import LOG, STATE, State
-from gateway.store import refresh
+from gateway.store import refresh, tail
 from gateway.store.base import Store
 from gateway.store.memory import MemoryStore
 from gateway.store.redis import RedisStore
@@ -55,6 +55,7 @@ def build_app(
         on_fallback=lambda mode, n: metrics.fallback.labels(mode).inc(n),
         snapshot=snapshot,
         log=logs.get("gateway"),
+        otp_on_failure=cfg.redis.otp_on_failure,
     )
     state = State(
         config=cfg,
@@ -103,19 +104,22 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     await state.upstream.start()
     loop = asyncio.get_running_loop()
     flusher = loop.create_task(_flush_metrics(state))
-    refresher = None
+    copiers = []
     if state.snapshot is not None and isinstance(state.store, RedisStore):
-        refresher = loop.create_task(
+        copiers.append(loop.create_task(
             refresh.run(state.snapshot, state.store.client, state.config.redis.snapshot_s,
                         state.log),
             name="snapshot-refresh",
-        )  # fmt: skip
+        ))  # fmt: skip
+        copiers.append(loop.create_task(
+            tail.run(state.snapshot, state.store.client, state.log), name="snapshot-tail"
+        ))  # fmt: skip
     yield
     flusher.cancel()
     state.metrics.flush()
-    if refresher is not None:
-        refresher.cancel()
-        await asyncio.gather(refresher, return_exceptions=True)
+    for task in copiers:
+        task.cancel()
+    await asyncio.gather(*copiers, return_exceptions=True)
     logs.flush()
     await state.decider.close()
     await state.upstream.close()

@@ -12,6 +12,7 @@ from gateway import answers, captcha, citizen, idempotency, messages, pii, route
 from gateway.bodies import read_body
 from gateway.errors import GatewayError, error_response, from_exception
 from gateway.messages import ParsedSend
+from gateway.policy import pacing
 from gateway.policy.decider import StoreUnavailable
 from gateway.policy.enduser import end_users
 from gateway.routes import Kind, Route
@@ -146,7 +147,9 @@ async def _forward(
     if decision.wait_us:
         info["waited_ms"] = decision.wait_us // 1000
         state.metrics.shaped_seconds.observe(decision.wait_us / 1e6)
-        await asyncio.sleep(decision.wait_us / 1e6)
+    late = await _at_slot(request, state, route, decision)
+    if late is not None:
+        return late
     path_qs = _path_qs(request, route)
     headers = state.upstream.request_headers(request.headers, info.get("request_id"))
     try:
@@ -191,8 +194,16 @@ async def _after_upstream_429(
         return answer
     if decision.refusal is not None:
         return answer
-    if decision.wait_us:
-        await asyncio.sleep(decision.wait_us / 1e6)
+    try:
+        decision = await pacing.until_slot(
+            decision,
+            lambda: state.decider.decide(state.plan.check(route, (), None)),
+            state.slot_clock,
+        )
+    except StoreUnavailable:
+        return answer
+    if decision.refusal is not None:
+        return answer
     request[LOG]["upstream_retry"] = True
     return await state.upstream.forward(route.product, path_qs, request.method, body, headers)
 
@@ -207,6 +218,26 @@ async def _cool_down(state: State, route: Route, retry_after: str | None) -> flo
         except Exception:
             state.log.warning("cooldown.failed", subaccount=route.subaccount)
     return retry_s
+
+
+async def _at_slot(
+    request: web.Request, state: State, route: Route, decision: Decision
+) -> web.Response | None:
+    """Wait for the decision's slot, or take a fresh one when this process comes round to
+    it late (gateway/policy/pacing.py); None when the request may go now, else the answer
+    that refuses it."""
+    try:
+        decision = await pacing.until_slot(
+            decision,
+            lambda: state.decider.decide(state.plan.check(route, (), None)),
+            state.slot_clock,
+        )
+    except StoreUnavailable:
+        return error_response("store.unavailable", "the shared store is unavailable")
+    if decision.refusal is not None:
+        request[LOG]["decision"] = decision.refusal.rule.value
+        return answers.refusal(decision.refusal)
+    return None
 
 
 def _path_qs(request: web.Request, route: Route) -> str:
@@ -233,7 +264,9 @@ async def _pass_through(
     if decision.wait_us:
         info["waited_ms"] = decision.wait_us // 1000
         state.metrics.shaped_seconds.observe(decision.wait_us / 1e6)
-        await asyncio.sleep(decision.wait_us / 1e6)
+    late = await _at_slot(request, state, route, decision)
+    if late is not None:
+        return late
     headers = state.upstream.request_headers(request.headers, request[LOG].get("request_id"))
     body = raw if raw else None
     if citizen.watches(request.method, route.product, route.path):

@@ -18,6 +18,7 @@ from gateway.policy.auth import Clients
 from gateway.policy.decider import Decider
 from gateway.policy.guard import SecretGuard
 from gateway.policy.limits import LimitPlan
+from gateway.policy.pacing import SlotClock
 from gateway.store.base import Store
 from gateway.store.refresh import config_accounts
 from gateway.store.snapshot import Compliance
@@ -39,6 +40,7 @@ class State:
     guard: SecretGuard = field(init=False)
     metric_subs: frozenset[str] = field(init=False)  # subaccounts with their own series
     draining: bool = False
+    slot_clock: SlotClock = field(default_factory=SlotClock)  # store time -> this host's
     snapshot: Compliance | None = None  # the local fallback's compliance data (Redis only)
 
     def __post_init__(self) -> None:

@@ -11,13 +11,18 @@
 -- Returns a flat array, per request:
 --   booked:     0, then (TAT before, TAT after) per bucket
 --   not booked: 1, the 0-based index of the bucket that admits latest, its earliest slot
+-- ARGV[2], ARGV[3] (optional): the KEYS index of the decision's journal on this slot, its
+--   TTL in ms; as in lua/decide.lua (bookings journaled for lua/cancel.lua; a journal
+--   cancelled before this ran: nothing booked, returns {-1}).
 -- TATs are written with %.0f and a TTL until the bucket is full again, as in decide.lua.
 
+local jk = tonumber(ARGV[2] or '0')
+if jk > 0 and redis.call('LINDEX', KEYS[jk], 0) == 'x' then return {-1} end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local req = cjson.decode(ARGV[1])
 
-local tats, dirty, out, n = {}, {}, {}, 0
+local tats, dirty, orig, out, n = {}, {}, {}, {}, 0
 local function push(v)
   n = n + 1
   out[n] = v
@@ -27,6 +32,7 @@ local function tat_of(k)
   if v == nil then
     v = tonumber(redis.call('GET', KEYS[k])) or 0
     tats[k] = v
+    orig[k] = v
   end
   return v
 end
@@ -58,6 +64,18 @@ while i <= #req do
   i = i + 2 + nb * 3
 end
 
+if jk > 0 then
+  local entry = {}
+  for k in pairs(dirty) do
+    entry[#entry + 1] = KEYS[k]
+    entry[#entry + 1] = string.format('%.0f', orig[k])
+    entry[#entry + 1] = string.format('%.0f', tats[k])
+  end
+  if #entry > 0 then
+    redis.call('RPUSH', KEYS[jk], cjson.encode(entry))
+    redis.call('PEXPIRE', KEYS[jk], tonumber(ARGV[3]))
+  end
+end
 for k in pairs(dirty) do
   local v = tats[k]
   local ms = math.max(1, math.ceil((v - now) / 1000))

@@ -5,16 +5,27 @@
 -- KEYS: every key the requests may touch, each once; ARGV[1] names them by 1-based index.
 -- ARGV[1]: JSON array, one entry per request, in order:
 --   [batch, opt_in, unknown_ok, max_wait_us, k_optouts, k_consents, k_templates,
---    k_cooldown, otp_interval_us, otp_burst, buckets, messages]
+--    k_cooldown, otp_interval_us, otp_burst, buckets, messages, k_changes]
 --   batch, unknown_ok: 0|1; opt_in: 0 off, 1 warn, 2 enforce; a k_* of 0: not needed
 --   buckets: flat, 5 per bucket, in rule order: rule, k_key, interval_us, burst, shapeable
 --   messages: flat, 4 per message: msisdn, "name:language" or "", otp (0|1), k_otp_bucket
 --   ("\1CATEGORY" instead of a template: one 8x8 makes, e.g. WhatsApp Direct Send)
+--   k_changes: the account's change stream; a request that books OTP buckets appends one
+--   entry (k = "p", v = JSON [msisdn, TAT, ...]) so every worker's compliance copy knows
+--   Redis's recent OTPs (gateway/store/tail.py)
+-- ARGV[2]: Redis Cluster only (below); "" or absent elsewhere.
+-- ARGV[3], ARGV[4] (optional): the 1-based KEYS index of this decision's journal, its TTL
+--   in ms. Before booking, the script appends to that list (JSON [key, TAT before, TAT
+--   after, ...]) what it is about to book, so lua/cancel.lua can undo a decision whose
+--   answer came too late. A journal cancelled before the script ran holds "x": then the
+--   script books nothing and returns {-1}.
 -- Returns a flat array, per request:
 --   allowed:     0, wait_us, remaining tokens of each bucket..., TAIL
 --   refused:     1, rule, retry_after_us, template status or nil, ref, TAIL
 --   all dropped: 2, TAIL
 --   TAIL: n_dropped, (message index, rule) * n_dropped, n_unconsented, message index * n
+-- and after the last request: now (µs of server time; an allowed request's slot is now +
+-- its wait_us)
 --   rule: 1 opted_out, 2 no_consent, 3 template, 4 otp, 5 end_user_ip, 6 subaccount,
 --   7 egress_ip. ref: a message rule's 0-based message index, a bucket rule's 0-based
 --   bucket index (-1: a cool-down without a subaccount bucket).
@@ -26,15 +37,17 @@
 --   index -j: a bucket's TAT (0: none) or a cool-down's PTTL in ms, as read just before.
 --   They are decided on exactly like keys of this slot, booked in memory only, never read
 --   or written here (cluster.py books them on their own slot at the same instant).
---   The reply then goes on after the last request: now, and per request: the instant it
+--   The reply then goes on after now: per request: the instant it
 --   booked (0: none), n, then (key index, TAT before, TAT after) * n for the keys of this
 --   slot it booked, in booking order (what lua/refund.lua needs to undo them).
 
 if redis.replicate_commands then redis.replicate_commands() end -- Redis < 5: TIME, then writes
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local jk = tonumber(ARGV[3] or '0')
+if jk > 0 and redis.call('LINDEX', KEYS[jk], 0) == 'x' then return {-1} end
 local checks = cjson.decode(ARGV[1])
-local foreign = ARGV[2] and cjson.decode(ARGV[2])
+local foreign = ARGV[2] and ARGV[2] ~= '' and cjson.decode(ARGV[2])
 local journal, booked_at = nil, 0 -- the current request's bookings, with ARGV[2]
 
 local out, n = {}, 0
@@ -43,12 +56,13 @@ local function push(v)
   out[n] = v
 end
 
-local tats, dirty = {}, {}
+local tats, dirty, orig = {}, {}, {}
 local function tat_of(k)
   local v = tats[k]
   if v == nil then
     if k < 0 then v = foreign[-k] else v = tonumber(redis.call('GET', KEYS[k])) or 0 end
     tats[k] = v
+    orig[k] = v
   end
   return v
 end
@@ -117,7 +131,7 @@ local function tail(dropped, uncons)
 end
 
 -- Message-level rules of message m; returns rule (0: passes), retry_after, status, warned.
-local function check_message(c, msg, m, otp_tent, otp_keys)
+local function check_message(c, msg, m, otp_tent, otp_keys, otp_msg)
   local o = m * 4
   local msisdn, tpl, otp, kotp = msg[o + 1], msg[o + 2], msg[o + 3], msg[o + 4]
   if redis.call('SISMEMBER', KEYS[c[5]], msisdn) == 1 then return 1, 0, false, false end
@@ -144,16 +158,20 @@ local function check_message(c, msg, m, otp_tent, otp_keys)
     if sb > now then return 4, sb - now, false, false end
     otp_tent[kotp] = math.max(cur, now) + interval
     otp_keys[#otp_keys + 1] = kotp
+    otp_msg[#otp_msg + 1] = m
   end
   return 0, 0, false, warned
 end
 
+local otp_msg -- the current request's OTP messages (0-based), in otp_keys order
+
 local function decide(c)
   local bks, msg = c[11], c[12]
   local dropped, uncons, otp_tent, otp_keys = {}, {}, {}, {}
+  otp_msg = {}
   local nmsg = #msg / 4
   for m = 0, nmsg - 1 do
-    local rule, retry, status, warned = check_message(c, msg, m, otp_tent, otp_keys)
+    local rule, retry, status, warned = check_message(c, msg, m, otp_tent, otp_keys, otp_msg)
     if rule ~= 0 then
       if c[1] == 0 then
         push(1) push(rule) push(retry) push(status) push(m)
@@ -211,7 +229,22 @@ local function decide(c)
     local v = book(bks[o + 2], s, interval)
     push(math.max(0, math.floor((burst * interval - (v - now)) / interval)))
   end
-  for i = 1, #otp_keys do book(otp_keys[i], s, c[9]) end
+  if #otp_keys > 0 then
+    local seen = {}
+    for i = 1, #otp_keys do
+      local k = otp_keys[i]
+      local v = book(k, s, c[9])
+      if c[13] and c[13] > 0 then
+        seen[#seen + 1] = msg[otp_msg[i] * 4 + 1]
+        seen[#seen + 1] = string.format('%.0f', v)
+      end
+    end
+    if #seen > 0 then
+      redis.call('XADD', KEYS[c[13]], 'MAXLEN', '~', 100000, '*', 'k', 'p', 'm', '',
+                 'v', cjson.encode(seen))
+      redis.call('PEXPIRE', KEYS[c[13]], 3600000) -- an idle account's stream goes in an hour
+    end
+  end
   return tail(dropped, uncons)
 end
 
@@ -222,6 +255,20 @@ for i = 1, #checks do
   if foreign then booked[i] = {booked_at, journal} end
 end
 
+if jk > 0 then
+  local entry = {}
+  for k in pairs(dirty) do
+    if k > 0 then
+      entry[#entry + 1] = KEYS[k]
+      entry[#entry + 1] = string.format('%.0f', orig[k])
+      entry[#entry + 1] = string.format('%.0f', tats[k])
+    end
+  end
+  if #entry > 0 then
+    redis.call('RPUSH', KEYS[jk], cjson.encode(entry))
+    redis.call('PEXPIRE', KEYS[jk], tonumber(ARGV[4]))
+  end
+end
 for k in pairs(dirty) do
   if k > 0 then
     local v = tats[k]
@@ -229,8 +276,8 @@ for k in pairs(dirty) do
     redis.call('SET', KEYS[k], string.format('%.0f', v), 'PX', ms)
   end
 end
+push(now)
 if foreign then
-  push(now)
   for i = 1, #booked do
     local b = booked[i]
     push(b[1])

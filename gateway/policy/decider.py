@@ -14,8 +14,19 @@ rate divided by the expected number of processes, `open` lets sends through unli
 `RETRY_S` seconds by one request, so an outage costs one timeout per second, not one per
 request.
 
+A decision gets `timeout_s` plus PER_MESSAGE_S for each message it holds, so a large batch is
+never failed (nor pushed onto the fallback) for its own size; a call that fails or answers
+late is undone in Redis (gateway/store/redis.py, lua/cancel.lua).
+
+OTP sends (a Verify session, an AUTHENTICATION template) are refused StoreUnavailable while
+deciding locally unless `otp_on_failure = "local"`. Whatever a local decision books (the
+capacity buckets, OTP and end-user-IP buckets) is handed back to the shared store: in the
+background as it goes, and what could not be handed back then before the next shared
+decision.
+
 In `local` mode the opt-outs, consent and templates come from this worker's compliance
-snapshot (gateway/store/snapshot.py). A send (any check with messages: opt-outs apply to
+snapshot (gateway/store/snapshot.py), kept within a moment of Redis by the change stream's
+tail (gateway/store/tail.py), with Redis's recent OTP bookings. A send (any check with messages: opt-outs apply to
 every message) for an account the snapshot does not cover (never loaded, or no snapshot
 configured) is answered StoreUnavailable rather than decided without them; checks without
 messages (reads) are decided on limits alone.
@@ -31,7 +42,9 @@ from typing import Any
 
 import structlog
 
+from gateway.store import keys
 from gateway.store.base import BucketSpec, Decision, OtpSpec, SendCheck, Store
+from gateway.store.gcra import AUTHENTICATION
 from gateway.store.memory import MemoryStore
 from gateway.store.snapshot import Compliance, SnapshotStore
 
@@ -39,6 +52,9 @@ RETRY_S = 1.0
 PATIENCE_S = 1.0  # the longest a decision waits for Redis while this worker is saturated
 LAG_WINDOW_S = 0.5
 MAX_IN_FLIGHT = 2  # decision batches out at once per process; more wait and go together
+CLOSE_WAIT_S = 1.0  # at shutdown, how long a hand-back under way may still take
+HANDBACK_TRIES = 300  # RETRY_S apart: what a longer outage leaves is not handed back
+PER_MESSAGE_S = 50e-6  # a decision's time for each message it holds, beyond timeout_s
 
 
 class StoreUnavailable(Exception):
@@ -56,9 +72,11 @@ class Decider:
         on_fallback: Callable[[str, int], None] | None = None,
         snapshot: Compliance | None = None,
         log: Any = None,
+        otp_on_failure: str = "closed",
     ) -> None:
         self.store = store
         self.on_failure = on_failure
+        self.otp_on_failure = otp_on_failure
         self.divisor = max(1, divisor)
         self.timeout_s = timeout_s
         self.snapshot = snapshot
@@ -70,7 +88,10 @@ class Decider:
         self._last_ok = 0.0
         self._in_flight = 0
         self._failing = False
-        self._behind: dict[tuple[str, int], int] = {}  # (bucket key, interval) -> sends
+        # (bucket key, interval, exact) -> sends decided locally, not yet handed back; exact:
+        # an OTP or end-user-IP bucket, whose sends are owed until they are handed back
+        self._behind: dict[tuple[str, int, bool], int] = {}
+        self._holds: dict[str, int] = {}  # OTP bucket -> booked until (µs), decided locally
         self._spending = False
         self._spend_after = 0.0
         self._log = log if log is not None else structlog.get_logger("gateway")
@@ -163,7 +184,8 @@ class Decider:
         process's own event loop is running late (a saturated worker reads Redis' answer
         late, not Redis answering late), wait up to PATIENCE_S instead: falling back would
         weaken fleet-wide limits exactly under load, for no fault of Redis."""
-        patience = self.timeout_s if self._lag_s <= self.timeout_s / 4 else PATIENCE_S
+        budget = self.timeout_s + PER_MESSAGE_S * sum(len(c.messages) for c in checks)
+        patience = budget if self._lag_s <= self.timeout_s / 4 else max(budget, PATIENCE_S)
         async with asyncio.timeout(patience):
             if self._outage:
                 await self.store.hold_buckets(self._handback())
@@ -211,13 +233,28 @@ class Decider:
             raise StoreUnavailable(str(failure))
         if self.on_failure == "open":
             return [Decision() for _ in checks]
-        known = [self._covered(c) for c in checks]
+        known = [self._covered(c) and self._otp_allowed(c) for c in checks]
         todo = [c for c, ok in zip(checks, known, strict=True) if ok]
         await self._start_local(todo)
         local = await self.local.decide_many([self._local_share(c) for c in todo])
         self._spend_behind(todo, local)
         decided = iter(local)
         return [next(decided) if ok else None for ok in known]
+
+    def _otp_allowed(self, check: SendCheck) -> bool:
+        """Whether the fallback may decide this check's OTPs (`otp_on_failure`)."""
+        return self.otp_on_failure == "local" or not any(self._otp_messages(check))
+
+    def _otp_messages(self, check: SendCheck) -> list[bool]:
+        """Which messages are OTPs, as the local decision sees them."""
+        out = []
+        for m in check.messages:
+            otp = m.otp
+            if not otp and m.template:
+                state = self.local.template_state(check.account, m.template)
+                otp = state is not None and (state[1] or "").upper() == AUTHENTICATION
+            out.append(otp)
+        return out
 
     def _spend_behind(self, checks: list[SendCheck], decisions: list[Decision]) -> None:
         """Tell the shared store about the sends let through locally, in the background.
@@ -234,28 +271,56 @@ class Decider:
             if check.messages and len(decision.dropped) == len(check.messages):
                 continue
             for bucket in check.buckets:
-                if bucket.shapeable:
-                    key = (bucket.key, bucket.interval_us)
-                    self._behind[key] = self._behind.get(key, 0) + 1
-        if self._behind and not self._spending and time.monotonic() >= self._spend_after:
+                key = (bucket.key, bucket.interval_us, not bucket.shapeable)
+                self._behind[key] = self._behind.get(key, 0) + 1
+            gone = {i for i, _ in decision.dropped}
+            until = self.local.now() + decision.wait_us + check.otp.interval_us
+            for i, otp in enumerate(self._otp_messages(check)):
+                if otp and i not in gone:
+                    otp_key = keys.otp_bucket(check.account, check.messages[i].msisdn)
+                    self._holds[otp_key] = max(self._holds.get(otp_key, 0), until)
+        if (
+            (self._behind or self._holds)
+            and not self._spending
+            and time.monotonic() >= self._spend_after
+        ):
             self._spending = True
             task = asyncio.get_running_loop().create_task(self._spend())
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
     async def _spend(self) -> None:
+        """Hand back what was decided locally, one call at a time; OTP and end-user-IP
+        bookings that the store did not take are tried again every RETRY_S (up to
+        HANDBACK_TRIES times), capacity ones are left to the hand-back after the outage."""
+        tries = 0
         try:
-            while self._behind:
-                spends = [(key, interval, n) for (key, interval), n in self._behind.items()]
-                self._behind = {}
+            while self._behind or self._holds:
+                behind, self._behind = self._behind, {}
+                holds, self._holds = self._holds, {}
+                if tries:  # failing: capacity sends are the outage hand-back's to cover
+                    behind = {k: n for k, n in behind.items() if k[2]}
+                now = self.local.now()
+                live = [(key, until - now) for key, until in holds.items() if until > now]
                 try:
                     async with asyncio.timeout(PATIENCE_S):
-                        await self.store.spend_buckets(spends)
+                        if live:
+                            await self.store.hold_buckets(live)
+                            live = []
+                        await self.store.spend_buckets(
+                            [(key, interval, n) for (key, interval, _), n in behind.items()]
+                        )
                 except Exception as exc:
                     if not is_store_failure(exc):
                         raise
                     self._spend_after = time.monotonic() + RETRY_S
-                    return  # lost: the hand-back after the outage covers what is left
+                    tries += 1
+                    if tries >= HANDBACK_TRIES:
+                        return
+                    _add(self._behind, {k: n for k, n in behind.items() if k[2]})
+                    for key, left in live:  # idempotent: a hold never lowers a bucket
+                        self._holds[key] = max(self._holds.get(key, 0), now + left)
+                    await asyncio.sleep(RETRY_S)
         finally:
             self._spending = False
 
@@ -335,8 +400,19 @@ class Decider:
             self._down_until = time.monotonic() + RETRY_S
 
     async def close(self) -> None:
-        for task in list(self._tasks):
-            await asyncio.gather(task, return_exceptions=True)
+        """Let the work under way finish, for a moment: a hand-back still retrying against
+        a store that is down is dropped."""
+        if not self._tasks:
+            return
+        _, late = await asyncio.wait(set(self._tasks), timeout=CLOSE_WAIT_S)
+        for task in late:
+            task.cancel()
+        await asyncio.gather(*late, return_exceptions=True)
+
+
+def _add(into: dict[tuple[str, int, bool], int], more: dict[tuple[str, int, bool], int]) -> None:
+    for key, n in more.items():
+        into[key] = into.get(key, 0) + n
 
 
 def _divided(bucket: BucketSpec, d: int) -> BucketSpec:

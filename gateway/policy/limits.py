@@ -14,14 +14,26 @@ from gateway.store import keys
 from gateway.store.base import BucketSpec, MessageCheck, OtpSpec, Rule, SendCheck
 
 US = 1_000_000
+JITTER_S = 0.005  # how late after its slot a send may reach 8x8 (pacing.LATE_S + the rest)
 
 
 def capacity_bucket(rule: Rule, key: str, rps: int, burst: int) -> BucketSpec:
+    """A bucket whose sends 8x8 sees within `rps` in any one-second window even though each
+    may leave up to JITTER_S after its booked slot (gateway/policy/pacing.py re-books a
+    later one): the bookings of any 1 + JITTER_S seconds must fit, and GCRA lets
+    `burst + floor((1 + JITTER_S) / T)` through in such a stretch. The margin comes out of
+    the burst (at least 1 left), which costs no sustained rate; only when the burst cannot
+    give enough does the emission interval T grow."""
+    window = US + round(JITTER_S * US)
+    interval = -(-US // (rps - burst))
+    held = min(burst, rps - window // interval)
+    if held < 1:
+        held, interval = 1, -(-window // (rps - 1))
     return BucketSpec(
         rule,
         key,
-        interval_us=max(1, US // (rps - burst)),
-        burst=burst,
+        interval_us=interval,
+        burst=held,
         limit=rps,
         window_s=1,
         shapeable=True,

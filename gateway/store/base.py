@@ -115,6 +115,9 @@ class Decision:
     unconsented: tuple[int, ...] = ()  # opt_in = warn: forwarded without consent
     # request-level bucket fill after booking, for RateLimit headers on success
     remaining: tuple[tuple[Rule, int], ...] = field(default=())
+    # the booked slot, µs since the epoch on the store's clock (0: unknown); the instant
+    # the send should leave, whatever the round trip took (gateway/policy/pacing.py)
+    slot_us: int = field(default=0, compare=False)
 
 
 @dataclass(frozen=True, slots=True)

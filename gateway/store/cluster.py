@@ -58,7 +58,14 @@ from redis.exceptions import NoScriptError, RedisError, ResponseError
 from gateway.store import gcra, keys
 from gateway.store.base import BucketFill, BucketSpec, Decision, Refusal, SendCheck
 from gateway.store.channel import Channel, fixed
-from gateway.store.redis import decode_from, encode_split
+from gateway.store.codec import decode_from, encode_split
+from gateway.store.journal import (
+    JOURNAL_MS,
+    Canceller,
+    DecisionCancelled,
+    Journals,
+    reply_cancelled,
+)
 from gateway.store.scripts import script
 
 T = TypeVar("T")
@@ -165,19 +172,28 @@ class SlotSplit:
         self._confirm = script("confirm")
         self._refund = script("refund")
         self._peek = script("peek")
+        self._canceller = Canceller(self.calls)
 
     async def decide_many(self, checks: Sequence[SendCheck]) -> list[Decision]:
+        """Every call journals its bookings on its slot (gateway/store/journal.py): a
+        decision this fails or gives up on is undone in the background."""
         out: list[Decision | None] = [None] * len(checks)
         todo = list(range(len(checks)))
-        for attempt in range(MAX_PASSES):
-            todo = await self._pass(checks, todo, out, attempt == MAX_PASSES - 1)
-            if not todo:
-                break
+        journals = Journals()
+        try:
+            for attempt in range(MAX_PASSES):
+                todo = await self._pass(checks, todo, out, attempt == MAX_PASSES - 1, journals)
+                if not todo:
+                    break
+        except BaseException:
+            self._canceller.later(list(journals.by_key.values()))
+            raise
         return [_decided(d) for d in out]
 
     async def _pass(
-        self, checks: Sequence[SendCheck], todo: list[int], out: list[Decision | None], last: bool
-    ) -> list[int]:
+        self, checks: Sequence[SendCheck], todo: list[int], out: list[Decision | None],
+        last: bool, journals: Journals,
+    ) -> list[int]:  # fmt: skip
         """Decide the requests `todo`; fill `out` for the final ones, return the others."""
         reqs = [_Request(i, checks[i], slot_of(keys.optouts(checks[i].account))) for i in todo]
         values = await self._peek_away(reqs)
@@ -187,11 +203,11 @@ class SlotSplit:
         ordered = list(groups.values())
         if _share_buckets(ordered):
             for group in ordered:  # each sees the bookings of those before
-                await self._decide_home(group, values)
+                await self._decide_home(group, values, journals)
                 _book_in_memory(group, values)
         else:
-            await _all([self._decide_home(g, values) for g in ordered])
-        await self._confirm_away([r for g in ordered for r in g])
+            await _all([self._decide_home(g, values, journals) for g in ordered])
+        await self._confirm_away([r for g in ordered for r in g], journals)
         failed = [r for r in reqs if r.failed is not None]
         if failed:
             await self._refund_all(failed)
@@ -233,7 +249,9 @@ class SlotSplit:
         reply = await self._peek(self.calls, names, ("".join(kinds.values()),))
         return int(reply[0]), [int(v) for v in reply[1:]]
 
-    async def _decide_home(self, group: list[_Request], values: dict[str, int]) -> None:
+    async def _decide_home(
+        self, group: list[_Request], values: dict[str, int], journals: Journals
+    ) -> None:
         """Step 2 for the requests of one account slot."""
         home = group[0].home
         checks = [r.check for r in group]
@@ -241,7 +259,10 @@ class SlotSplit:
         if not names:  # nothing of the account's: still run on its slot
             names = [keys.optouts(group[0].check.account)]
         given = orjson.dumps([values[k] for k in away])
-        reply = await self._decide(self.calls, names, (blob, given))
+        call_keys, ix = journals.on_slot_of(names[0]).call_keys(names)
+        reply = await self._decide(self.calls, call_keys, (blob, given, ix, JOURNAL_MS))
+        if reply_cancelled(reply):
+            raise DecisionCancelled("the decision was cancelled before it ran")
         decisions, i = decode_from(checks, reply)
         i += 1  # now
         for r, decision in zip(group, decisions, strict=True):
@@ -251,7 +272,7 @@ class SlotSplit:
                 r.booked.append((names[int(reply[j]) - 1], int(reply[j + 1]), int(reply[j + 2])))
             i += 3 * n
 
-    async def _confirm_away(self, reqs: list[_Request]) -> None:
+    async def _confirm_away(self, reqs: list[_Request], journals: Journals) -> None:
         """Step 3: book every booked request's other-slot buckets at its instant."""
         by_slot: dict[int, list[tuple[_Request, list[BucketSpec]]]] = {}
         for r in reqs:
@@ -263,9 +284,11 @@ class SlotSplit:
                 if not entries or entries[-1][0] is not r:
                     entries.append((r, []))
                 entries[-1][1].append(b)
-        await _all([self._confirm_slot(entries) for entries in by_slot.values()])
+        await _all([self._confirm_slot(entries, journals) for entries in by_slot.values()])
 
-    async def _confirm_slot(self, entries: list[tuple[_Request, list[BucketSpec]]]) -> None:
+    async def _confirm_slot(
+        self, entries: list[tuple[_Request, list[BucketSpec]]], journals: Journals
+    ) -> None:
         index: dict[str, int] = {}
         flat: list[int] = []
         for r, buckets in entries:
@@ -273,7 +296,11 @@ class SlotSplit:
             for b in buckets:
                 k = index.setdefault(b.key, len(index) + 1)
                 flat += (k, b.interval_us, b.burst)
-        reply = await self._confirm(self.calls, list(index), (orjson.dumps(flat),))
+        names = list(index)
+        call_keys, ix = journals.on_slot_of(names[0]).call_keys(names)
+        reply = await self._confirm(self.calls, call_keys, (orjson.dumps(flat), ix, JOURNAL_MS))
+        if reply_cancelled(reply):
+            raise DecisionCancelled("the decision was cancelled before it ran")
         i = 0
         for r, buckets in entries:
             if reply[i] == 0:
@@ -303,6 +330,11 @@ class SlotSplit:
 
     def close(self) -> None:
         self.calls.close()
+
+    async def aclose(self) -> None:
+        """Cancels under way get a moment, then the node channels close."""
+        await self._canceller.close()
+        self.close()
 
     async def bucket_fill(self, buckets: Sequence[BucketSpec]) -> list[BucketFill]:
         """Each bucket's fill, read on its own node with that node's clock."""

@@ -170,6 +170,7 @@ def decide(view: View, check: SendCheck, now: int) -> Decision:
     for key in otp_keys:
         view.set_tat(key, max(view.tat(key, now), slot) + check.otp.interval_us, now)
     return Decision(
+        slot_us=slot,
         wait_us=slot - now,
         dropped=tuple(dropped),
         unconsented=tuple(unconsented),

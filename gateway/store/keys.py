@@ -51,3 +51,27 @@ def channel_user_id(channel: str, user_id: str) -> str:
     """The opt-out identity of a chat-apps user known by channel user id (no number):
     `cu:<channel, lowercase>:<channelUserId as 8x8 sends it>`."""
     return f"cu:{channel.strip().lower()}:{user_id}"
+
+
+def changes(account: str) -> str:
+    """The account's stream of compliance changes and OTP bookings (every worker tails it
+    into its compliance copy: gateway/store/tail.py)."""
+    return f"gw:{{{account}}}:changes"
+
+
+def decision(decision_id: str) -> str:
+    """The journal of one decision's bookings, so a decision that failed or answered late
+    can be undone (lua/cancel.lua)."""
+    return f"gw:dec:{decision_id}"
+
+
+def template_id(name: str, language: str) -> str:
+    """A template's one key, "name:language", lowercased: Meta keeps names lowercase and
+    8x8 does not tell case apart, so every spelling of a name is one template (the store's
+    hash field, the snapshot's key, MessageCheck.template)."""
+    return f"{name}:{language}".lower()
+
+
+def erased(account: str) -> str:
+    """List: the account's erasure tombstones (a masked number and when), for the export."""
+    return f"gw:{{{account}}}:erased"

@@ -11,7 +11,7 @@ import bisect
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 
-from gateway.store import gcra
+from gateway.store import gcra, keys
 from gateway.store.base import (
     BucketFill,
     BucketSpec,
@@ -63,7 +63,7 @@ class MemoryStore:
         return None if record is None else record.categories
 
     def template_state(self, account: str, template: str) -> tuple[str, str | None] | None:
-        found = self._templates.get(account, {}).get(template)
+        found = self._templates.get(account, {}).get(template.lower())
         return None if found is None else (found[0].status, found[0].category)
 
     def now(self) -> int:
@@ -181,7 +181,7 @@ class MemoryStore:
     ) -> bool:
         ts = gcra.instant_us(record.updated_at)
         records = self._templates.setdefault(account, {})
-        field = f"{record.name}:{record.language}"
+        field = keys.template_id(record.name, record.language)
         stored = records.get(field)
         if if_newer and stored is not None and stored[1] > ts:
             return False
@@ -189,7 +189,7 @@ class MemoryStore:
         return True
 
     async def template_get(self, account: str, name: str, language: str) -> TemplateRecord | None:
-        found = self._templates.get(account, {}).get(f"{name}:{language}")
+        found = self._templates.get(account, {}).get(keys.template_id(name, language))
         return None if found is None else found[0]
 
     async def template_list(

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import replace
+from typing import Any, Protocol
 
 import orjson
 from redis.asyncio import Redis, RedisCluster
@@ -28,129 +29,29 @@ from gateway.store.base import (
     BucketSpec,
     ConsentRecord,
     Decision,
-    Refusal,
-    Rule,
     SendCheck,
     TemplateRecord,
 )
 from gateway.store.channel import Channel, channel_for
+from gateway.store.cluster import SlotSplit
+from gateway.store.codec import decode, encode
+from gateway.store.codec import text as _text
+from gateway.store.journal import (
+    JOURNAL_MS,
+    Canceller,
+    DecisionCancelled,
+    Journal,
+    Journals,
+    reply_cancelled,
+)
 from gateway.store.scripts import ScriptClient, script
 
-if TYPE_CHECKING:
-    from gateway.store.cluster import SlotSplit
-
-#: Rule codes of lua/decide.lua (1-based, in the order refusals win)
-_RULES: tuple[Rule, ...] = tuple(Rule)
-_CODE = {rule: i + 1 for i, rule in enumerate(_RULES)}
-_OPT_IN = {"off": 0, "warn": 1, "enforce": 2}
-_NONE: tuple[tuple[Rule, int], ...] = ()
+CHUNK = 1_000  # messages per script call: a larger batch is decided in several calls
+STREAM_LEN = 100_000  # entries kept (roughly) in an account's change stream
 
 
 class Closable(Protocol):
     async def aclose(self) -> None: ...
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
-def encode(checks: Sequence[SendCheck]) -> tuple[list[str], bytes]:
-    """(KEYS, ARGV[1]) of lua/decide.lua for these requests."""
-    names, _, blob = encode_split(checks, None)
-    return names, blob
-
-
-def encode_split(
-    checks: Sequence[SendCheck], local: Callable[[str], bool] | None
-) -> tuple[list[str], list[str], bytes]:
-    """(KEYS, other-slot keys, ARGV[1]) of lua/decide.lua. With `local`, a key it rejects
-    is named by a negative index into the other-slot keys (Redis Cluster: ARGV[2])."""
-    names: list[str] = []
-    others: list[str] = []
-    index: dict[str, int] = {}
-
-    def ix(key: str) -> int:
-        i = index.get(key)
-        if i is None:
-            if local is None or local(key):
-                names.append(key)
-                i = index[key] = len(names)
-            else:
-                others.append(key)
-                i = index[key] = -len(others)
-        return i
-
-    payload = []
-    for c in checks:
-        account = c.account
-        msgs: list[object] = []
-        any_template = False
-        for m in c.messages:
-            if m.template or m.category:  # "\x01CATEGORY": no registry entry (Direct Send)
-                any_template = True
-                tpl = m.template or "\x01" + (m.category or "")
-                msgs += (m.msisdn, tpl, int(m.otp), ix(keys.otp_bucket(account, m.msisdn)))
-            elif m.otp:
-                msgs += (m.msisdn, "", 1, ix(keys.otp_bucket(account, m.msisdn)))
-            else:
-                msgs += (m.msisdn, "", 0, 0)
-        bks: list[int] = []
-        for b in c.buckets:
-            bks += (_CODE[b.rule], ix(b.key), b.interval_us, b.burst, int(b.shapeable))
-        payload.append((
-            int(c.batch), _OPT_IN.get(c.opt_in, 2), int(c.unknown_template_allowed),
-            c.max_wait_us, ix(keys.optouts(account)) if c.messages else 0,
-            ix(keys.consents(account)) if any_template else 0,
-            ix(keys.templates(account)) if any_template else 0,
-            ix(c.cooldown_key) if c.cooldown_key else 0,
-            c.otp.interval_us, c.otp.burst, bks, msgs,
-        ))  # fmt: skip
-    return names, others, orjson.dumps(payload)
-
-
-def decode(checks: Sequence[SendCheck], reply: Sequence[Any]) -> list[Decision]:
-    """Decisions from lua/decide.lua's flat reply."""
-    return decode_from(checks, reply)[0]
-
-
-def decode_from(checks: Sequence[SendCheck], reply: Sequence[Any]) -> tuple[list[Decision], int]:
-    """Decisions from lua/decide.lua's flat reply, and where the decisions end in it."""
-    out: list[Decision] = []
-    i = 0
-    for c in checks:
-        code = reply[i]
-        refusal, wait, remaining = None, 0, _NONE
-        if code == 0:
-            n = len(c.buckets)
-            wait = reply[i + 1]
-            remaining = tuple(
-                zip((b.rule for b in c.buckets), reply[i + 2 : i + 2 + n], strict=True)
-            )
-            i += 2 + n
-        elif code == 1:
-            refusal = _refusal(c, _RULES[reply[i + 1] - 1], reply[i + 2], reply[i + 3],
-                               reply[i + 4])  # fmt: skip
-            i += 5
-        else:
-            i += 1
-        n = reply[i]
-        dropped = tuple((reply[j], _RULES[reply[j + 1] - 1]) for j in range(i + 1, i + 2 * n, 2))
-        i += 1 + 2 * n
-        n = reply[i]
-        unconsented = tuple(reply[i + 1 : i + 1 + n])
-        i += 1 + n
-        out.append(Decision(wait, refusal, dropped, unconsented, remaining))
-    return out, i
-
-
-def _refusal(c: SendCheck, rule: Rule, retry: int, status: Any, ref: int) -> Refusal:
-    if rule is Rule.OTP:
-        return Refusal(rule, retry, bucket=gcra.otp_bucket_spec(c, c.messages[ref].msisdn))
-    if rule is Rule.TEMPLATE:
-        return Refusal(rule, status=None if status is None else _text(status))
-    if rule in (Rule.OPTED_OUT, Rule.NO_CONSENT):
-        return Refusal(rule)
-    return Refusal(rule, retry, bucket=c.buckets[ref] if ref >= 0 else None)
 
 
 class RedisStore:
@@ -169,28 +70,80 @@ class RedisStore:
         self._decide = script("decide")
         self._cooldown = script("cooldown")
         self._template_put = script("template_put")
+        self._change = script("change")
         self._split: SlotSplit | None = None
         self._channel: Channel | None = None
         if isinstance(client, RedisCluster):
-            from gateway.store.cluster import SlotSplit
-
             self._split = SlotSplit(client)
         else:
             self._channel = channel_for(client)
         # the decision call: over a lean pipelined channel (gateway/store/channel.py) when
         # the connection allows one, else through the redis-py client
         self._calls: ScriptClient = self._channel if self._channel is not None else client
+        self._canceller = Canceller(client)
 
     async def decide(self, check: SendCheck) -> Decision:
         return (await self.decide_many((check,)))[0]
 
     async def decide_many(self, checks: Sequence[SendCheck]) -> list[Decision]:
+        """Decide `checks`; a batch over CHUNK messages in several bounded calls. Every call
+        journals its bookings under a decision id: when this fails or is cancelled (the
+        Decider's timeout), the decisions are undone in the background (lua/cancel.lua),
+        so a decision nobody heard the answer of leaves nothing booked."""
         if not checks:
             return []
         if self._split is not None:
             return await self._split.decide_many(checks)
+        journals: list[Journal] = []
+        try:
+            return await self._decide_journaled(checks, journals)
+        except BaseException:
+            self._canceller.later(journals)
+            raise
+
+    async def _decide_journaled(
+        self, checks: Sequence[SendCheck], journals: list[Journal]
+    ) -> list[Decision]:
+        out: list[Decision | None] = [None] * len(checks)
+        small = [i for i, c in enumerate(checks) if not _chunked(c)]
+        if small:  # first, so that no small request waits behind a large batch
+            part = [checks[i] for i in small]
+            journal = _journal(journals)
+            for i, decision in zip(small, await self._call(part, journal), strict=True):
+                out[i] = decision
+        for i, c in enumerate(checks):
+            if out[i] is None:
+                out[i] = await self._decide_large(c, _journal(journals))
+        return [d for d in out if d is not None]
+
+    async def _call(self, checks: Sequence[SendCheck], journal: Journal) -> list[Decision]:
         names, blob = encode(checks)
-        return decode(checks, await self._decide(self._calls, names, (blob,)))
+        call_keys, ix = journal.call_keys(names)
+        reply = await self._decide(self._calls, call_keys, (blob, "", ix, JOURNAL_MS))
+        if reply_cancelled(reply):
+            raise DecisionCancelled("the decision was cancelled before it ran")
+        return decode(checks, reply)
+
+    async def _decide_large(self, check: SendCheck, journal: Journal) -> Decision:
+        """A batch over CHUNK messages: the message rules chunk by chunk (each chunk books
+        its OTP buckets), then the request's buckets; a refusal there cancels the chunks'
+        bookings, so the whole request is still all-or-nothing."""
+        dropped: list[tuple[int, Any]] = []
+        uncons: list[int] = []
+        n = len(check.messages)
+        for start in range(0, n, CHUNK):
+            part = replace(check, messages=check.messages[start : start + CHUNK], buckets=(),
+                           cooldown_key="", batch=True)  # fmt: skip
+            (found,) = await self._call((part,), journal)
+            dropped += ((start + i, rule) for i, rule in found.dropped)
+            uncons += (start + i for i in found.unconsented)
+        if len(dropped) == n:
+            return Decision(dropped=tuple(dropped))
+        (found,) = await self._call((replace(check, messages=()),), journal)
+        if found.refusal is not None:
+            await self._canceller.cancel(journal)
+        return Decision(found.wait_us, found.refusal, tuple(dropped), tuple(uncons),
+                        found.remaining, found.slot_us)  # fmt: skip
 
     async def set_cooldown(self, key: str, duration_us: int) -> None:
         await self._cooldown(self.client, (key,), (max(1, -(-duration_us // 1000)),))
@@ -220,10 +173,14 @@ class RedisStore:
 
     # --- opt-outs: a set per account
     async def optout_add(self, account: str, msisdn: str) -> bool:
-        return bool(await self.client.sadd(keys.optouts(account), msisdn))
+        return bool(
+            await self._changed(account, keys.optouts(account), "SADD", msisdn, "", "o", "1")
+        )
 
     async def optout_remove(self, account: str, msisdn: str) -> bool:
-        return bool(await self.client.srem(keys.optouts(account), msisdn))
+        return bool(
+            await self._changed(account, keys.optouts(account), "SREM", msisdn, "", "o", "0")
+        )
 
     async def optout_contains(self, account: str, msisdn: str) -> bool:
         return bool(await self.client.sismember(keys.optouts(account), msisdn))
@@ -237,14 +194,27 @@ class RedisStore:
     async def consent_put(self, account: str, record: ConsentRecord) -> None:
         value = {"source": record.source, "categories": list(record.categories),
                  "timestamp": record.timestamp}  # fmt: skip
-        await self.client.hset(keys.consents(account), record.msisdn, orjson.dumps(value))
+        cats = orjson.dumps([c.upper() for c in record.categories if isinstance(c, str)])
+        await self._changed(account, keys.consents(account), "HSET", record.msisdn,
+                            orjson.dumps(value), "c", cats)  # fmt: skip
 
     async def consent_get(self, account: str, msisdn: str) -> ConsentRecord | None:
         raw = await self.client.hget(keys.consents(account), msisdn)
         return None if raw is None else _consent(msisdn, raw)
 
     async def consent_delete(self, account: str, msisdn: str) -> bool:
-        return bool(await self.client.hdel(keys.consents(account), msisdn))
+        return bool(
+            await self._changed(account, keys.consents(account), "HDEL", msisdn, "", "c", "")
+        )
+
+    async def _changed(
+        self, account: str, key: str, command: str, member: str, value: bytes | str,
+        kind: str, change: bytes | str,
+    ) -> Any:  # fmt: skip
+        """One compliance write and its entry in the account's change stream, atomically
+        (lua/change.lua): every worker's copy follows it (gateway/store/tail.py)."""
+        args = (command, member, value, kind, change, STREAM_LEN)
+        return await self._change(self.client, (key, keys.changes(account)), args)
 
     async def consent_export(self, account: str) -> AsyncIterator[ConsentRecord]:
         async for msisdn, raw in self.client.hscan_iter(keys.consents(account), count=500):
@@ -255,15 +225,19 @@ class RedisStore:
         self, account: str, record: TemplateRecord, *, if_newer: bool = False
     ) -> bool:
         ts = gcra.instant_us(record.updated_at)
-        value = orjson.dumps({"status": record.status, "category": record.category,
+        value = orjson.dumps({"name": record.name, "language": record.language,
+                              "status": record.status, "category": record.category,
                               "quality": record.quality, "updatedAt": record.updated_at,
                               "ts": ts})  # fmt: skip
-        field = f"{record.name}:{record.language}"
-        args = (field, value, ts, int(if_newer))
-        return bool(await self._template_put(self.client, (keys.templates(account),), args))
+        field = keys.template_id(record.name, record.language)
+        cat = record.category.upper() if record.category else None
+        change = orjson.dumps([record.status, cat])
+        args = (field, value, ts, int(if_newer), change, STREAM_LEN)
+        names = (keys.templates(account), keys.changes(account))
+        return bool(await self._template_put(self.client, names, args))
 
     async def template_get(self, account: str, name: str, language: str) -> TemplateRecord | None:
-        field = f"{name}:{language}"
+        field = keys.template_id(name, language)
         raw = await self.client.hget(keys.templates(account), field)
         return None if raw is None else _template(field, raw)
 
@@ -316,7 +290,8 @@ class RedisStore:
         if self._channel is not None:
             self._channel.close()
         if self._split is not None:
-            self._split.close()
+            await self._split.aclose()
+        await self._canceller.close()
         await self.client.aclose()
         for other in self._also_close:
             await other.aclose()
@@ -328,8 +303,11 @@ class RedisStore:
     ) -> list[bool]:
         if not identities:
             return []
-        names = (keys.optouts(account), keys.optout_changes(account))
-        args = ("1" if opted_out else "0", "" if at_us is None else str(at_us), *identities)
+        names = (keys.optouts(account), keys.optout_changes(account), keys.changes(account))
+        args = (
+            "1" if opted_out else "0", "" if at_us is None else str(at_us), STREAM_LEN,
+            *identities,
+        )  # fmt: skip
         applied = await script("optout_event")(self.client, names, args)
         return [bool(int(x)) for x in applied]
 
@@ -377,14 +355,15 @@ class RedisStore:
         await script("pii_move")(self.client, (self.PII_QUEUE,), args)
 
     async def person_erase(self, account: str, msisdn: str, tombstone: str) -> bool:
-        pipe = self.client.pipeline(transaction=True)
-        pipe.hdel(keys.consents(account), msisdn)
-        pipe.rpush(f"gw:{{{account}}}:erased", tombstone)
-        removed, _ = await pipe.execute()
-        return bool(removed)
+        # the deletion enters the change stream like any consent withdrawal (lua/change.lua),
+        # so every worker's compliance copy drops it within a second; then the tombstone (a
+        # retried erasure after a failure in between adds the tombstone then)
+        removed = await self.consent_delete(account, msisdn)
+        await self.client.rpush(keys.erased(account), tombstone)
+        return removed
 
     async def erasures(self, account: str) -> AsyncIterator[str]:
-        key, start = f"gw:{{{account}}}:erased", 0
+        key, start = keys.erased(account), 0
         while True:
             page = await self.client.lrange(key, start, start + 499)
             for item in page:
@@ -392,6 +371,17 @@ class RedisStore:
             if len(page) < 500:
                 return
             start += 500
+
+
+def _chunked(check: SendCheck) -> bool:
+    return check.batch and len(check.messages) > CHUNK
+
+
+def _journal(journals: list[Journal]) -> Journal:
+    """A new decision's journal (standalone: one slot), noted for a cancel."""
+    journal = Journals().on_slot_of("")
+    journals.append(journal)
+    return journal
 
 
 def _consent(msisdn: str, raw: bytes | str) -> ConsentRecord:
@@ -403,5 +393,6 @@ def _consent(msisdn: str, raw: bytes | str) -> ConsentRecord:
 def _template(field: str, raw: bytes | str) -> TemplateRecord:
     d = orjson.loads(raw)
     name, _, language = field.rpartition(":")
+    name, language = d.get("name") or name, d.get("language") or language
     return TemplateRecord(name, language, d["status"], d.get("category"), d.get("quality"),
                           d.get("updatedAt", ""))  # fmt: skip

@@ -36,6 +36,7 @@ from gateway.store.snapshot import (
 
 HASH_BATCH = 2_000  # entries per HSCAN call: a consent record costs ~5x a set member to read
 FAILED_RETRY_S = 5.0  # a failed load is tried again after this (or snapshot_s if shorter)
+TAIL_WAIT_S = 2.0  # the first load waits this long for the tail to take its positions
 _TRIES = 3  # tries of one Redis call before the load gives up
 _MAX_BITS = 64  # category names a consent bitmask can hold; records with more stay as text
 
@@ -51,6 +52,9 @@ def config_accounts(cfg: Config) -> frozenset[str]:
 async def run(compliance: Compliance, client: Client, period_s: float, log: Any) -> None:
     """Load now and every `period_s` (at once when a config reload names new accounts);
     a failed load is logged and tried again after `FAILED_RETRY_S`. Runs until cancelled."""
+    with contextlib.suppress(TimeoutError):  # the change stream's tail starts first
+        async with asyncio.timeout(TAIL_WAIT_S):
+            await compliance.tailing.wait()
     while True:
         compliance.accounts_changed.clear()
         started = time.monotonic()
@@ -66,9 +70,18 @@ async def run(compliance: Compliance, client: Client, period_s: float, log: Any)
             log.info("snapshot.loaded", accounts=len(snap.accounts), **snap.counts(),
                      bytes=compliance.nbytes, ms=round((time.monotonic() - started) * 1000, 1))  # fmt: skip
             wait = period_s
+        stop_if_cancelled()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(wait):
                 await compliance.accounts_changed.wait()
+
+
+def stop_if_cancelled() -> None:
+    """Raise CancelledError if this task was cancelled: redis-py can turn a cancellation
+    during a call into another error, which a loop that catches errors would outlive."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 async def reload(compliance: Compliance, client: Client, accounts: Iterable[str]) -> Snapshot:
@@ -143,7 +156,7 @@ async def _templates(client: Client, account: str) -> dict[str, TemplateState]:
             except orjson.JSONDecodeError:
                 continue  # unreadable: an unknown template
             status, cat = d.get("status"), d.get("category")
-            out[_text(name)] = (status if isinstance(status, str) else "",
+            out[_text(name).lower()] = (status if isinstance(status, str) else "",
                                 cat.upper() if isinstance(cat, str) else None)  # fmt: skip
     return out
 

@@ -27,6 +27,7 @@ from typing import Any
 
 from gateway.store.memory import MemoryStore
 
+_OTP_SWEEP = 100_000  # OTP bookings copied before the expired ones are dropped
 BATCH = 10_000  # numbers sorted between two returns to the event loop (and per SCAN call)
 _PART = 256  # numbers per partition, on average
 TemplateState = tuple[str, str | None]  # (status, category), as gcra.View answers
@@ -173,6 +174,10 @@ class Compliance:
     def __init__(self) -> None:
         self.base: Snapshot | None = None
         self.overlay = Overlay()
+        # Redis's recent OTP bookings, from the change stream: bucket key -> TAT (µs)
+        self.otp: dict[str, int] = {}
+        self.synced_at: float | None = None  # monotonic: the change stream's last read
+        self.tailing = asyncio.Event()  # set once the change stream's positions are taken
         self._pending: Overlay | None = None  # changes since the running load began
         self._masks: dict[int, tuple[str, ...]] = {}
         self.nbytes = 0  # the base's size, roughly
@@ -207,7 +212,7 @@ class Compliance:
         return self._names(data.consents.values[i])
 
     def template_state(self, account: str, template: str) -> TemplateState | None:
-        key = (account, template)
+        key = (account, template.lower())
         if key in self.overlay.templates:
             return self.overlay.templates[key]
         data = self.base.accounts.get(account) if self.base is not None else None
@@ -229,7 +234,19 @@ class Compliance:
         self._note(lambda o: o.consents.__setitem__((account, msisdn), cats))
 
     def note_template(self, account: str, template: str, state: TemplateState | None) -> None:
-        self._note(lambda o: o.templates.__setitem__((account, template), state))
+        key = (account, template.lower())  # one template whatever the case (keys.template_id)
+        self._note(lambda o: o.templates.__setitem__(key, state))
+
+    def note_otp(self, key: str, tat: int) -> None:
+        """An OTP bucket booked in Redis (its key and TAT, µs on Redis's clock)."""
+        if tat > self.otp.get(key, 0):
+            self.otp[key] = tat
+        if len(self.otp) > _OTP_SWEEP:
+            now = int(time.time() * 1_000_000)
+            self.otp = {k: v for k, v in self.otp.items() if v > now}
+
+    def otp_tat(self, key: str) -> int:
+        return self.otp.get(key, 0)
 
     def merge_template(
         self, account: str, template: str, status: str | None, category: str | None
@@ -273,8 +290,11 @@ class Compliance:
         snap = self.base
         counts = snap.counts() if snap else dict.fromkeys(("optouts", "consents", "templates"), 0)
         age = None if snap is None else round(time.monotonic() - snap.taken_at, 3)
+        synced = self.synced_at
+        behind = None if synced is None else round(time.monotonic() - synced, 3)
         return {"loaded": snap is not None, "age_s": age, **counts,
-                "changes": len(self.overlay), "bytes": self.nbytes}  # fmt: skip
+                "changes": len(self.overlay), "bytes": self.nbytes,
+                "synced_s": behind, "otp": len(self.otp)}  # fmt: skip
 
 
 class SnapshotStore(MemoryStore):
@@ -292,3 +312,8 @@ class SnapshotStore(MemoryStore):
 
     def template_state(self, account: str, template: str) -> TemplateState | None:
         return self.compliance.template_state(account, template)
+
+    def tat(self, key: str, now: int) -> int:
+        """A bucket's TAT here, or Redis's for an OTP bucket it booked later (so a local
+        decision knows the OTPs sent through Redis before it stopped answering)."""
+        return max(super().tat(key, now), self.compliance.otp_tat(key))

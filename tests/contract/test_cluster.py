@@ -120,11 +120,11 @@ async def test_a_refund_leaves_a_bucket_a_later_booking_moved(
     real_confirm = split._confirm_slot
     moved: list[bool] = []
 
-    async def rival_books_both_first(entries: Any) -> None:
+    async def rival_books_both_first(entries: Any, journals: Any) -> None:
         if not moved:  # after this gateway booked the subaccount, before its confirm
             moved.append(True)
             assert (await rival.decide(send(buckets=(sub, egress)))).refusal is None
-        await real_confirm(entries)
+        await real_confirm(entries, journals)
 
     monkeypatch.setattr(split, "_confirm_slot", rival_books_both_first)
     try:
@@ -383,3 +383,29 @@ async def test_sentinel_decisions_come_back_after_the_primary_fails_over(own_sen
     after = log[log.index("killed") + 1 :]
     assert after[-20:] == ["ok"] * 20, log
     assert set(after) - {"ok"}, log
+
+
+async def test_a_decision_given_up_on_leaves_nothing_booked_on_any_slot(cluster: RedisStore):
+    """The caller stops waiting while the split is under way: what its calls booked, on the
+    account's slot and the others', is undone (gateway/store/journal.py)."""
+    t = 10 * US
+    buckets = (end_user_bucket(), sub_bucket(interval_us=t, burst=5), egress_bucket(t, burst=5))
+    split = split_of(cluster)
+    real_confirm = split._confirm_slot
+
+    async def slow_confirm(entries: Any, journals: Any) -> None:
+        await real_confirm(entries, journals)
+        await asyncio.sleep(1)  # booked on the other slots; the answer comes too late
+
+    split._confirm_slot = slow_confirm  # type: ignore[method-assign]
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.3):
+            await cluster.decide(send(msg(X, otp=True), buckets=buckets))
+    split._confirm_slot = real_confirm  # type: ignore[method-assign]
+    client = cluster.client
+    watched = [b.key for b in buckets] + [keys.otp_bucket(ACCOUNT, X)]
+    for _ in range(100):
+        if not any([await client.exists(k) for k in watched]):
+            break
+        await asyncio.sleep(0.05)
+    assert [k for k in watched if await client.exists(k)] == []

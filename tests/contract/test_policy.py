@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from gateway.store import keys
@@ -185,3 +187,32 @@ async def test_refusal_priority_order(store: Store):
 async def test_no_consent_wins_over_an_unknown_template(store: Store):
     refusal = (await store.decide(send(msg(X, "nope:en")))).refusal
     assert refusal is not None and refusal.rule is Rule.NO_CONSENT
+
+
+async def test_template_names_are_one_template_whatever_their_case(store: Store):
+    record = TemplateRecord("Order_Update", "en_US", "PAUSED", "UTILITY", None, NOW)
+    await store.template_put(ACCOUNT, record)
+    assert (await store.template_get(ACCOUNT, "order_update", "en_us")) is not None
+    refused = (await store.decide(send(msg(X, "ORDER_UPDATE:EN_US"), opt_in="off"))).refusal
+    assert refused is not None and (refused.rule, refused.status) == (Rule.TEMPLATE, "PAUSED")
+    await store.template_put(ACCOUNT, replace(record, name="order_update", status="APPROVED"))
+    assert (await store.decide(send(msg(X, "Order_Update:en_US"), opt_in="off"))).refusal is None
+
+
+async def test_a_batch_larger_than_one_script_call_is_still_all_or_nothing(store: Store):
+    """2,500 messages (several calls on Redis): per-message drops counted across the calls;
+    a refusal by the request's bucket leaves none of its OTP slots booked."""
+    numbers = [f"+65810{i:05d}" for i in range(2_500)]
+    await store.optout_add(ACCOUNT, numbers[1_500])
+    full = sub_bucket(interval_us=60 * US, burst=1)
+    await store.decide(send(msg(Z), buckets=(full,)))  # the bucket's one slot taken
+    batch = send(*(msg(n, otp=True) for n in numbers), batch=True, opt_in="off",
+                 buckets=(full,))  # fmt: skip
+    refused = await store.decide(batch)
+    assert refused.refusal is not None and refused.refusal.rule is Rule.SUBACCOUNT
+    assert refused.dropped == ((1_500, Rule.OPTED_OUT),)
+    roomy = sub_bucket(interval_us=1, burst=10, sub="other")
+    allowed = await store.decide(replace(batch, buckets=(roomy,)))
+    assert (allowed.refusal, allowed.dropped) == (None, ((1_500, Rule.OPTED_OUT),))
+    again = await store.decide(replace(batch, buckets=(roomy,)))
+    assert len(again.dropped) == 2_500 and again.dropped[0] == (0, Rule.OTP)

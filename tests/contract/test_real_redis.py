@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator
 
 import pytest
 from redis.asyncio import Redis
 
-from gateway.store import keys
+from gateway.store import codec, keys
 from gateway.store.base import ConsentRecord, Rule, TemplateRecord
 from gateway.store.redis import RedisStore
 from gateway.store.scripts import script
@@ -115,3 +117,36 @@ async def test_records_survive_a_redis_restart_with_aof(kill: bool):
         server.stop(kill=kill)
         server.start()
         await read_records(server)
+
+
+async def test_a_decision_given_up_on_leaves_nothing_booked(real: RedisStore) -> None:
+    """The caller stops waiting while the script runs (the Decider's timeout): the bookings
+    it made are undone (lua/cancel.lua), so a retry finds every OTP slot free."""
+    numbers = [f"+65800{i:05d}" for i in range(10_000)]
+    check = send(*(msg(n, otp=True) for n in numbers), batch=True, opt_in="off",
+                 buckets=(sub_bucket(interval_us=1, burst=100),))  # fmt: skip
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.005):
+            await real.decide(check)
+
+    async def undone() -> bool:
+        return not [k async for k in real.client.scan_iter(match=keys.otp_bucket(ACCOUNT, "*"))]
+
+    deadline = time.monotonic() + 5
+    while not await undone():
+        assert time.monotonic() < deadline, "bookings of a cancelled decision left behind"
+        await asyncio.sleep(0.05)
+    assert await real.client.get(sub_bucket().key) is None
+    decision = await real.decide(check)
+    assert (decision.refusal, decision.dropped) == (None, ())
+
+
+async def test_a_cancelled_decision_that_reaches_redis_later_books_nothing(
+    real: RedisStore,
+) -> None:
+    journal = keys.decision("late")
+    await script("cancel")(real.client, [journal], [10_000])  # the cancel came first
+    names, blob = codec.encode([send(msg(X, otp=True))])
+    reply = await script("decide")(real.client, [*names, journal], [blob, "", len(names) + 1, 1000])
+    assert reply == [-1]
+    assert await real.client.get(keys.otp_bucket(ACCOUNT, X)) is None

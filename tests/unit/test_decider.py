@@ -1,5 +1,5 @@
 """The Decider: micro-batches with one in flight; its patience (a slow shared store is a
-failure, a saturated worker is not)."""
+failure, a saturated worker is not, nor a large batch); pacing sends to their slots."""
 
 from __future__ import annotations
 
@@ -8,10 +8,13 @@ import time
 from collections.abc import Sequence
 from dataclasses import replace
 
+import pytest
+
+from gateway.policy import pacing
 from gateway.policy.decider import Decider
-from gateway.store.base import Decision, SendCheck
+from gateway.store.base import Decision, Refusal, Rule, SendCheck
 from gateway.store.memory import MemoryStore
-from tests.contract.conftest import send, sub_bucket
+from tests.contract.conftest import msg, send, sub_bucket
 
 
 class SlowShared(MemoryStore):
@@ -118,4 +121,87 @@ async def test_sends_let_through_locally_are_booked_into_the_shared_bucket() -> 
             break
     # the local send took its slot in the shared bucket: one interval (100 ms) ahead
     assert 50_000 < ahead <= 100_000, ahead
+    await decider.close()
+
+
+# --- pacing: leave at the slot, or take a fresh one --------------------------------------------
+
+
+def in_step() -> pacing.SlotClock:
+    """A slot clock that has seen a timely decision: this host and the store agree."""
+    clock = pacing.SlotClock()
+    now = time.time()
+    clock.observe(Decision(slot_us=int(now * 1e6)), now)
+    return clock
+
+
+async def test_a_send_leaves_at_its_slot_without_a_fresh_booking() -> None:
+    booked: list[Decision] = []
+
+    async def rebook() -> Decision:
+        booked.append(Decision())
+        return Decision()
+
+    slot = time.time_ns() // 1000 + 20_000
+    first = Decision(wait_us=20_000, slot_us=slot, dropped=((1, Rule.OPTED_OUT),))
+    went = await pacing.until_slot(first, rebook, in_step())
+    assert went is first and booked == []
+    assert time.time_ns() // 1000 >= slot
+
+
+async def test_a_send_later_than_its_slot_takes_a_fresh_one_keeping_its_drops() -> None:
+    now = time.time_ns() // 1000
+    fresh = Decision(wait_us=0, slot_us=now, remaining=((Rule.SUBACCOUNT, 3),))
+    calls = 0
+
+    async def rebook() -> Decision:
+        nonlocal calls
+        calls += 1
+        return fresh
+
+    late = Decision(slot_us=now - 50_000, dropped=((0, Rule.OTP),))
+    went = await pacing.until_slot(late, rebook, in_step())
+    assert calls == 1
+    assert (went.slot_us, went.dropped, went.remaining) == (now, ((0, Rule.OTP),), fresh.remaining)
+
+
+async def test_a_late_send_whose_fresh_slot_is_refused_is_refused() -> None:
+    refusal = Decision(refusal=Refusal(Rule.SUBACCOUNT, 5_000))
+
+    async def rebook() -> Decision:
+        return refusal
+
+    late = Decision(slot_us=time.time_ns() // 1000 - 50_000)
+    assert await pacing.until_slot(late, rebook, in_step()) is refusal
+
+
+@pytest.mark.parametrize("skew_s", [2.0, -2.0])
+async def test_a_host_whose_clock_differs_from_the_stores_paces_alike(skew_s: float) -> None:
+    """Slots are on Redis's clock; a host 2 s ahead (or behind) still leaves at the slot,
+    with no fresh booking, once it has seen a timely decision."""
+    clock = pacing.SlotClock()
+    store_now = int((time.time() - skew_s) * 1e6)
+    clock.observe(Decision(slot_us=store_now), time.time())
+    booked: list[Decision] = []
+
+    async def rebook() -> Decision:
+        booked.append(Decision())
+        return Decision()
+
+    start = time.monotonic()
+    first = Decision(wait_us=20_000, slot_us=store_now + 20_000)
+    assert await pacing.until_slot(first, rebook, clock) is first
+    assert booked == [] and time.monotonic() - start >= 0.015
+
+
+# --- a decision's time grows with its size -----------------------------------------------------
+
+
+async def test_a_large_batch_gets_time_for_its_size_and_does_not_fall_back() -> None:
+    store = SlowShared(delay_s=0.2)  # 10,000 messages: 50 ms + 10,000 x 50 µs = 550 ms
+    decider, fallbacks = _decider(store)
+    big = send(*(msg(f"+65800{i:05d}") for i in range(10_000)), batch=True, opt_in="off",
+               buckets=(sub_bucket(),))  # fmt: skip
+    assert (await decider.decide(big)).refusal is None
+    assert fallbacks == [] and decider.mode == "redis"
     await decider.close()

@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from gateway.policy.limits import JITTER_S, capacity_bucket
 from gateway.store import gcra, keys
 from gateway.store.base import BucketSpec, MessageCheck, OtpSpec, Rule, SendCheck
 from gateway.store.memory import MemoryStore
@@ -145,3 +146,16 @@ def test_no_one_second_window_passes_rps(rps, burst_fraction, gaps, max_wait_us)
             j += 1
         assert j - i <= rps
     assert len(slots) >= min(len(gaps), burst)
+
+
+@pytest.mark.parametrize(
+    ("rps", "burst"), [(3, 2), (100, 1), (200, 4), (200, 5), (500, 10), (1800, 36), (3000, 60)]
+)
+def test_capacity_buckets_leave_room_for_the_forwarding_jitter(rps: int, burst: int) -> None:
+    """Bookings over 1 + JITTER_S seconds fit the limit (8x8 counts sends when they arrive,
+    up to JITTER_S after their slot), and the sustained rate stays close to rps - burst."""
+    spec = capacity_bucket(Rule.SUBACCOUNT, "k", rps, burst)
+    window_us = 1_000_000 + round(JITTER_S * 1_000_000)
+    assert 1 <= spec.burst <= burst
+    assert spec.burst + window_us // spec.interval_us <= rps
+    assert 1_000_000 / spec.interval_us >= (rps - burst) * 0.99

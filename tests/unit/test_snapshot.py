@@ -18,7 +18,7 @@ from redis.asyncio import Redis
 
 from gateway.config import AccountConfig, Config, SubaccountConfig, UpstreamConfig
 from gateway.policy.decider import Decider, StoreUnavailable
-from gateway.store import keys, refresh
+from gateway.store import keys, refresh, tail
 from gateway.store.base import (
     ConsentRecord,
     MessageCheck,
@@ -304,3 +304,49 @@ async def test_a_million_opt_outs_and_many_consents_load_small_without_holding_t
     assert compliance.stats()["optouts"] == 1_000_000
     assert compliance.consent_categories(A, numbers[123_456]) == ("MARKETING", "UTILITY")
     assert compliance.consent_categories(A, numbers[234_567]) is None
+
+
+# --- the change stream's tail ------------------------------------------------------------------
+
+
+async def test_the_tail_brings_changes_made_anywhere_into_the_copy() -> None:
+    """Changes written by another process after the full load reach this copy by the
+    account's change stream, and so do OTPs booked in Redis."""
+    store = fake()
+    await seed(store)
+    compliance = await loaded(store)
+    compliance.want(frozenset({A}))
+    follower = tail.Tail(compliance, store.client)
+    await follower.start()
+    await store.optout_add(A, IN)
+    await store.optout_remove(A, OUT)
+    await store.consent_delete(A, IN)
+    await store.template_put(A, TemplateRecord("Promo", "en", "PAUSED", "marketing", None, STAMP))
+    otp = MessageCheck("+6599990000", otp=True)
+    assert (await store.decide(send(otp, opt_in="off"))).refusal is None
+    assert await follower.step() == 5
+    assert compliance.opted_out(A, IN) and not compliance.opted_out(A, OUT)
+    assert compliance.consent_categories(A, IN) is None
+    assert compliance.template_state(A, "promo:en") == ("PAUSED", "MARKETING")
+    local = SnapshotStore(compliance)  # a local decision knows Redis's OTP
+    refused = (await local.decide(send(otp, opt_in="off"))).refusal
+    assert refused is not None and refused.rule is Rule.OTP
+    assert await follower.step() == 0
+    await store.close()
+
+
+async def test_otp_sends_are_refused_on_the_fallback_unless_allowed() -> None:
+    store = fake()
+    await seed(store)
+    compliance = await loaded(store)
+    verify = send(MessageCheck("+6599990001", otp=True), opt_in="off")
+    plain = send(MessageCheck("+6599990002"), opt_in="off")
+    closed = Decider(DownStore(), snapshot=compliance)  # type: ignore[arg-type]
+    with pytest.raises(StoreUnavailable):
+        await closed.decide(verify)
+    assert (await closed.decide(plain)).refusal is None
+    allowed = Decider(DownStore(), snapshot=compliance, otp_on_failure="local")  # type: ignore[arg-type]
+    assert (await allowed.decide(verify)).refusal is None
+    await closed.close()
+    await allowed.close()
+    await store.close()

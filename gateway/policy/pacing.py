@@ -1,0 +1,80 @@
+"""Sending at the booked slot, and never much later.
+
+A decision books a slot (`Decision.slot_us`, on the store's clock); 8x8 counts the send
+when it arrives. The buckets leave room for a send to leave up to `limits.JITTER_S` after
+its slot (gateway/policy/limits.py); a send this process comes round to later than LATE_S
+after its slot (a saturated event loop, a slow reply) takes a fresh slot instead and goes
+then, so what 8x8 sees in any one-second window stays within the limit whatever the
+forwarding delay. The late slot stays spent: that costs goodput only when sends are late.
+
+The sleep runs to the slot on this host's clock, not for `wait_us` after the reply came:
+a reply that took long does not delay the send further. The slot is on the store's clock
+(Redis `TIME`); `SlotClock` maps it onto this host's by the smallest offset seen lately
+(as NTP filters delay), so hosts whose clocks differ from Redis's by any amount pace alike.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Awaitable, Callable
+
+from gateway.store.base import Decision, Refusal, Rule
+
+LATE_S = 0.003  # later than this after its slot, a send takes a fresh one
+REBOOKS = 3  # fresh slots tried before the send is refused as over the limit
+OFFSET_WINDOW_S = 10.0  # the offset is the least seen in the last one or two windows
+
+
+class SlotClock:
+    """This host's time of a store-clock instant. Each decision tells the store's time when
+    it was made (`slot_us - wait_us`); its arrival here minus that is the clocks' offset
+    plus the reply's delay. The least of those seen lately is the best estimate of the
+    offset: a slow reply only raises its own sample."""
+
+    def __init__(self) -> None:
+        self._cur = self._prev = math.inf
+        self._since = 0.0
+
+    def observe(self, decision: Decision, now_s: float) -> None:
+        sample = now_s - (decision.slot_us - decision.wait_us) / 1e6
+        if now_s - self._since > OFFSET_WINDOW_S:
+            self._prev, self._cur, self._since = self._cur, sample, now_s
+        elif sample < self._cur:
+            self._cur = sample
+
+    def local(self, slot_us: int) -> float:
+        """The slot on this host's `time.time()`."""
+        offset = min(self._cur, self._prev)
+        return slot_us / 1e6 + (0.0 if math.isinf(offset) else offset)
+
+
+async def until_slot(
+    decision: Decision, rebook: Callable[[], Awaitable[Decision]], clock: SlotClock
+) -> Decision:
+    """Wait for the decision's slot; the decision the send goes on (a fresh one when it was
+    late), or a refusal when a fresh slot was refused (nothing more is booked then)."""
+    for _ in range(REBOOKS + 1):
+        if not decision.slot_us:  # a store that gives no slot: the wait it told
+            if decision.wait_us:
+                await asyncio.sleep(decision.wait_us / 1e6)
+            return decision
+        clock.observe(decision, time.time())
+        left = clock.local(decision.slot_us) - time.time()
+        if left > 0:
+            await asyncio.sleep(left)
+            left = clock.local(decision.slot_us) - time.time()
+        if -left <= LATE_S:
+            return decision
+        fresh = await rebook()
+        if fresh.refusal is not None:
+            return fresh
+        decision = replace_capacity(decision, fresh)
+    return Decision(refusal=Refusal(Rule.SUBACCOUNT, 1_000_000))
+
+
+def replace_capacity(first: Decision, fresh: Decision) -> Decision:
+    """The first decision (its dropped messages) at the fresh slot."""
+    return Decision(fresh.wait_us, None, first.dropped, first.unconsented, fresh.remaining,
+                    fresh.slot_us)  # fmt: skip
