@@ -98,7 +98,7 @@ async def _forward(
         state.metrics.shaped_seconds.observe(decision.wait_us / 1e6)
     try:  # leave at the booked slot, or take a fresh one when this process is late
         decision = await pacing.until_slot(
-            decision, lambda: state.decider.decide(state.plan.check(route, (), None))
+            decision, state.decider, lambda: state.plan.check(route, (), None)
         )
     except StoreUnavailable:
         return error_response("store.unavailable", "the shared store is unavailable")
