@@ -196,9 +196,7 @@ async def _after_upstream_429(
         return answer
     try:
         decision = await pacing.until_slot(
-            decision,
-            lambda: state.decider.decide(state.plan.check(route, (), None)),
-            state.slot_clock,
+            decision, state.decider, lambda: state.plan.check(route, (), None), state.slot_clock
         )
     except StoreUnavailable:
         return answer
@@ -228,9 +226,7 @@ async def _at_slot(
     that refuses it."""
     try:
         decision = await pacing.until_slot(
-            decision,
-            lambda: state.decider.decide(state.plan.check(route, (), None)),
-            state.slot_clock,
+            decision, state.decider, lambda: state.plan.check(route, (), None), state.slot_clock
         )
     except StoreUnavailable:
         return error_response("store.unavailable", "the shared store is unavailable")

@@ -14,22 +14,22 @@ rate divided by the expected number of processes, `open` lets sends through unli
 `RETRY_S` seconds by one request, so an outage costs one timeout per second, not one per
 request.
 
-A decision gets `timeout_s` plus PER_MESSAGE_S for each message it holds, so a large batch is
-never failed (nor pushed onto the fallback) for its own size; a call that fails or answers
-late is undone in Redis (gateway/store/redis.py, lua/cancel.lua).
+A decision gets `timeout_s` plus PER_MESSAGE_S for each message it holds, so a large batch
+is never failed (nor pushed onto the fallback) for its own size; a call that fails or
+answers late is undone in Redis (gateway/store/journal.py, lua/cancel.lua).
 
 OTP sends (a Verify session, an AUTHENTICATION template) are refused StoreUnavailable while
-deciding locally unless `otp_on_failure = "local"`. Whatever a local decision books (the
-capacity buckets, OTP and end-user-IP buckets) is handed back to the shared store: in the
-background as it goes, and what could not be handed back then before the next shared
-decision.
+deciding locally unless `otp_on_failure = "local"`. What a local decision books is handed
+back to the shared store in the background: capacity sends by spend while the store
+answers (the outage hand-back covers the rest), OTP bookings by an idempotent hold and
+end-user-IP ones by spend, retried every RETRY_S until the store takes them.
 
 In `local` mode the opt-outs, consent and templates come from this worker's compliance
-snapshot (gateway/store/snapshot.py), kept within a moment of Redis by the change stream's
-tail (gateway/store/tail.py), with Redis's recent OTP bookings. A send (any check with messages: opt-outs apply to
-every message) for an account the snapshot does not cover (never loaded, or no snapshot
-configured) is answered StoreUnavailable rather than decided without them; checks without
-messages (reads) are decided on limits alone.
+snapshot (gateway/store/snapshot.py), kept within a poll of Redis by the change stream's
+tail (gateway/store/tail.py), with Redis's recent OTP bookings. A send (any check with
+messages: opt-outs apply to every message) for an account the snapshot does not cover (never
+loaded, or no snapshot configured) is answered StoreUnavailable rather than decided without
+them; checks without messages (reads) are decided on limits alone.
 """
 
 from __future__ import annotations

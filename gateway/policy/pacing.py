@@ -18,9 +18,10 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
+from typing import Protocol
 
-from gateway.store.base import Decision, Refusal, Rule
+from gateway.store.base import Decision, Refusal, Rule, SendCheck
 
 LATE_S = 0.003  # later than this after its slot, a send takes a fresh one
 REBOOKS = 3  # fresh slots tried before the send is refused as over the limit
@@ -50,12 +51,18 @@ class SlotClock:
         return slot_us / 1e6 + (0.0 if math.isinf(offset) else offset)
 
 
+class Decides(Protocol):
+    async def decide(self, check: SendCheck) -> Decision: ...
+
+
 async def until_slot(
-    decision: Decision, rebook: Callable[[], Awaitable[Decision]], clock: SlotClock
+    decision: Decision, decider: Decides, capacity: Callable[[], SendCheck], clock: SlotClock
 ) -> Decision:
-    """Wait for the decision's slot; the decision the send goes on (a fresh one when it was
-    late), or a refusal when a fresh slot was refused (nothing more is booked then)."""
-    for _ in range(REBOOKS + 1):
+    """Wait for the decision's slot; the decision the send goes on (a fresh one of the
+    `capacity` check when it was late), or a refusal when a fresh slot was refused (nothing
+    more is booked then) or the process stayed late REBOOKS times (429, retry in 1 s)."""
+    check: SendCheck | None = None
+    for attempt in range(REBOOKS + 1):
         if not decision.slot_us:  # a store that gives no slot: the wait it told
             if decision.wait_us:
                 await asyncio.sleep(decision.wait_us / 1e6)
@@ -67,11 +74,16 @@ async def until_slot(
             left = clock.local(decision.slot_us) - time.time()
         if -left <= LATE_S:
             return decision
-        fresh = await rebook()
+        if attempt == REBOOKS:
+            break
+        check = check or capacity()
+        fresh = await decider.decide(check)
         if fresh.refusal is not None:
             return fresh
         decision = replace_capacity(decision, fresh)
-    return Decision(refusal=Refusal(Rule.SUBACCOUNT, 1_000_000))
+    bucket = check.buckets[0] if check is not None and check.buckets else None
+    rule = bucket.rule if bucket is not None else Rule.SUBACCOUNT
+    return Decision(refusal=Refusal(rule, 1_000_000, bucket=bucket))
 
 
 def replace_capacity(first: Decision, fresh: Decision) -> Decision:

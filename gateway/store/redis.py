@@ -3,8 +3,13 @@
 `decide_many` sends every request of a micro-batch to lua/decide.lua in ONE EVALSHA: the
 keys it may touch go once each in KEYS, the requests as one JSON blob in ARGV[1] naming
 keys by index, and the answer comes back as a flat array of integers (see the script's
-header). Compliance records are a set (opt-outs) and two hashes (consent, templates) per
-account, JSON values, no TTL. Works with clients built with or without decode_responses.
+header; the wire format is gateway/store/codec.py's). A batch over CHUNK messages is decided
+in several calls of at most CHUNK messages, then one for its buckets, so no call's work is
+unbounded. Every call is journaled, so a decision this fails or gives up on is undone
+(gateway/store/journal.py). Compliance records are a set (opt-outs) and two hashes
+(consent, templates; fields `keys.template_id`) per account, JSON values, no TTL; every
+write also appends to the account's change stream (lua/change.lua), which every worker's
+copy follows. Works with clients built with or without decode_responses.
 
 Standalone and Sentinel clients take that single-call path. On a Redis Cluster client a
 decision's keys span several slots, so `decide_many` and `bucket_fill` go through

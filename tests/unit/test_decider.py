@@ -135,44 +135,51 @@ def in_step() -> pacing.SlotClock:
     return clock
 
 
+class Rebook:
+    """A decider whose every decision is `answer`, counting the calls."""
+
+    def __init__(self, answer: Decision) -> None:
+        self.answer, self.calls = answer, 0
+
+    async def decide(self, check: SendCheck) -> Decision:
+        self.calls += 1
+        return self.answer
+
+    def check(self) -> SendCheck:
+        return send(buckets=(sub_bucket(),))
+
+
 async def test_a_send_leaves_at_its_slot_without_a_fresh_booking() -> None:
-    booked: list[Decision] = []
-
-    async def rebook() -> Decision:
-        booked.append(Decision())
-        return Decision()
-
+    rebook = Rebook(Decision())
     slot = time.time_ns() // 1000 + 20_000
     first = Decision(wait_us=20_000, slot_us=slot, dropped=((1, Rule.OPTED_OUT),))
-    went = await pacing.until_slot(first, rebook, in_step())
-    assert went is first and booked == []
+    went = await pacing.until_slot(first, rebook, rebook.check, in_step())
+    assert went is first and rebook.calls == 0
     assert time.time_ns() // 1000 >= slot
 
 
 async def test_a_send_later_than_its_slot_takes_a_fresh_one_keeping_its_drops() -> None:
     now = time.time_ns() // 1000
     fresh = Decision(wait_us=0, slot_us=now, remaining=((Rule.SUBACCOUNT, 3),))
-    calls = 0
-
-    async def rebook() -> Decision:
-        nonlocal calls
-        calls += 1
-        return fresh
-
+    rebook = Rebook(fresh)
     late = Decision(slot_us=now - 50_000, dropped=((0, Rule.OTP),))
-    went = await pacing.until_slot(late, rebook, in_step())
-    assert calls == 1
+    went = await pacing.until_slot(late, rebook, rebook.check, in_step())
+    assert rebook.calls == 1
     assert (went.slot_us, went.dropped, went.remaining) == (now, ((0, Rule.OTP),), fresh.remaining)
 
 
 async def test_a_late_send_whose_fresh_slot_is_refused_is_refused() -> None:
     refusal = Decision(refusal=Refusal(Rule.SUBACCOUNT, 5_000))
-
-    async def rebook() -> Decision:
-        return refusal
-
+    rebook = Rebook(refusal)
     late = Decision(slot_us=time.time_ns() // 1000 - 50_000)
-    assert await pacing.until_slot(late, rebook, in_step()) is refusal
+    assert await pacing.until_slot(late, rebook, rebook.check, in_step()) is refusal
+
+
+async def test_a_send_late_every_time_is_refused_with_its_bucket() -> None:
+    rebook = Rebook(Decision(slot_us=time.time_ns() // 1000 - 50_000))  # late again
+    went = await pacing.until_slot(rebook.answer, rebook, rebook.check, in_step())
+    assert rebook.calls == pacing.REBOOKS
+    assert went.refusal is not None and went.refusal.bucket == sub_bucket()
 
 
 @pytest.mark.parametrize("skew_s", [2.0, -2.0])
@@ -182,16 +189,11 @@ async def test_a_host_whose_clock_differs_from_the_stores_paces_alike(skew_s: fl
     clock = pacing.SlotClock()
     store_now = int((time.time() - skew_s) * 1e6)
     clock.observe(Decision(slot_us=store_now), time.time())
-    booked: list[Decision] = []
-
-    async def rebook() -> Decision:
-        booked.append(Decision())
-        return Decision()
-
+    rebook = Rebook(Decision())
     start = time.monotonic()
     first = Decision(wait_us=20_000, slot_us=store_now + 20_000)
-    assert await pacing.until_slot(first, rebook, clock) is first
-    assert booked == [] and time.monotonic() - start >= 0.015
+    assert await pacing.until_slot(first, rebook, rebook.check, clock) is first
+    assert rebook.calls == 0 and time.monotonic() - start >= 0.015
 
 
 # --- a decision's time grows with its size -----------------------------------------------------
