@@ -3,8 +3,9 @@ and the Redis records they need.
 
 A request is a `Template`: the bytes before a slot, the bytes after it, and the slot's kind.
 The load generator fills the slot per send with fixed-width bytes (so Content-Length holds):
-`ip` — the last 32 bits of an IPv6 end-user address (every send a new address, so the
-10-per-minute end-user-IP rule never refuses a benchmark send); `num` — 9 digits of a
+`ip` — bits 32-63 of an IPv6 end-user address, its /64 network (every send a new end
+user: the gateway counts IPv6 end users per /64, so the 10-per-minute end-user-IP rule
+never refuses a benchmark send); `num` — 9 digits of a
 never-repeating phone number; `rand:N:W` — a random number below N in W digits (a number
 from a pool, a template from a list). A template without a slot is sent as is.
 
@@ -130,7 +131,7 @@ def mix(host: str, token: str, account: Account, n: int = 1_000, seed: int = 1) 
             body = {
                 "destination": text_number(rnd.randrange(TEXT_POOL)),
                 "text": "Your code expires soon, reply STOP to opt out.",
-                "clientIp": "2001:db8::" + SLOT.decode(),
+                "clientIp": "2001:db8:" + SLOT.decode() + "::1",
                 "clientMessageId": f"b{i}",
             }
             out.append(request(host, sms, token, body, "ip"))

@@ -72,7 +72,7 @@ async def until_slot(
         if left > 0:
             await asyncio.sleep(left)
             left = clock.local(decision.slot_us) - time.time()
-        if -left <= LATE_S:
+        if -left <= LATE_S or not pressed(decision):
             return decision
         if attempt == REBOOKS:
             break
@@ -84,6 +84,20 @@ async def until_slot(
     bucket = check.buckets[0] if check is not None and check.buckets else None
     rule = bucket.rule if bucket is not None else Rule.SUBACCOUNT
     return Decision(refusal=Refusal(rule, 1_000_000, bucket=bucket))
+
+
+CAPACITY = frozenset({Rule.SUBACCOUNT, Rule.EGRESS_IP})
+
+
+def pressed(decision: Decision) -> bool:
+    """Whether the booking was at a capacity bucket's edge: it waited for its slot, or took
+    a bucket's last token. Only then can a late departure put one too many into 8x8's
+    window; a late send from a bucket with tokens to spare goes as it is (re-booking it
+    would spend a second slot and, on a saturated process, refuse sends far under the
+    limit)."""
+    if decision.wait_us > 0:
+        return True
+    return any(n <= 0 for rule, n in decision.remaining if rule in CAPACITY)
 
 
 def replace_capacity(first: Decision, fresh: Decision) -> Decision:

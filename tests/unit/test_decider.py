@@ -162,7 +162,7 @@ async def test_a_send_later_than_its_slot_takes_a_fresh_one_keeping_its_drops() 
     now = time.time_ns() // 1000
     fresh = Decision(wait_us=0, slot_us=now, remaining=((Rule.SUBACCOUNT, 3),))
     rebook = Rebook(fresh)
-    late = Decision(slot_us=now - 50_000, dropped=((0, Rule.OTP),))
+    late = Decision(wait_us=10_000, slot_us=now - 50_000, dropped=((0, Rule.OTP),))
     went = await pacing.until_slot(late, rebook, rebook.check, in_step())
     assert rebook.calls == 1
     assert (went.slot_us, went.dropped, went.remaining) == (now, ((0, Rule.OTP),), fresh.remaining)
@@ -171,15 +171,25 @@ async def test_a_send_later_than_its_slot_takes_a_fresh_one_keeping_its_drops() 
 async def test_a_late_send_whose_fresh_slot_is_refused_is_refused() -> None:
     refusal = Decision(refusal=Refusal(Rule.SUBACCOUNT, 5_000))
     rebook = Rebook(refusal)
-    late = Decision(slot_us=time.time_ns() // 1000 - 50_000)
+    late = Decision(wait_us=10_000, slot_us=time.time_ns() // 1000 - 50_000)
     assert await pacing.until_slot(late, rebook, rebook.check, in_step()) is refusal
 
 
 async def test_a_send_late_every_time_is_refused_with_its_bucket() -> None:
-    rebook = Rebook(Decision(slot_us=time.time_ns() // 1000 - 50_000))  # late again
+    # late again, each time having taken the bucket's last token
+    last = ((Rule.SUBACCOUNT, 0),)
+    rebook = Rebook(Decision(slot_us=time.time_ns() // 1000 - 50_000, remaining=last))
     went = await pacing.until_slot(rebook.answer, rebook, rebook.check, in_step())
     assert rebook.calls == pacing.REBOOKS
     assert went.refusal is not None and went.refusal.bucket == sub_bucket()
+
+
+async def test_a_late_send_from_a_bucket_with_tokens_to_spare_goes_without_a_fresh_slot() -> None:
+    rebook = Rebook(Decision())
+    spare = ((Rule.SUBACCOUNT, 20), (Rule.EGRESS_IP, 40))
+    late = Decision(slot_us=time.time_ns() // 1000 - 50_000, remaining=spare)
+    assert await pacing.until_slot(late, rebook, rebook.check, in_step()) is late
+    assert rebook.calls == 0
 
 
 @pytest.mark.parametrize("skew_s", [2.0, -2.0])
