@@ -17,7 +17,7 @@ from gateway.policy.decider import StoreUnavailable
 from gateway.policy.enduser import end_users
 from gateway.routes import Kind, Route
 from gateway.state import LOG, STATE, State
-from gateway.store.base import Decision, Rule
+from gateway.store.base import Decision, Rule, SendCheck
 from gateway.upstream import Answer, UpstreamFailure
 
 JSON_TYPES = ("application/json",)
@@ -89,21 +89,27 @@ async def _send(
     """Decide a parsed send (one store call) and forward it, or refuse it. A public-form
     client's CAPTCHA comes first (gateway/captcha.py); inside an idempotent attempt, so a
     retry with the same key replays the answer instead of spending the token again."""
-    info = request[LOG]
     if public_form:
         refused = await captcha.check(request, parsed.client_ips)
         if refused is not None:
             return refused
-    check = state.plan.check(route, parsed.messages, eu_ips)
+    decision = await _decide(request, state, state.plan.check(route, parsed.messages, eu_ips))
+    if not isinstance(decision, Decision):
+        return decision
+    return await _forward(request, state, route, parsed, raw, decision)
+
+
+async def _decide(request: web.Request, state: State, check: SendCheck) -> Decision | web.Response:
+    """The one store call: the decision to act on, or the answer that refuses the request."""
     try:
         decision = await state.decider.decide(check)
     except StoreUnavailable:
         return error_response("store.unavailable", "the shared store is unavailable")
     answers.note_limits(request, check, decision)
     if decision.refusal is not None:
-        info["decision"] = decision.refusal.rule.value
+        request[LOG]["decision"] = decision.refusal.rule.value
         return answers.refusal(decision.refusal)
-    return await _forward(request, state, route, parsed, raw, decision)
+    return decision
 
 
 async def _read_send_body(request: web.Request, limit: int, timeout_s: float) -> bytes:
@@ -248,15 +254,9 @@ async def _pass_through(
     """Any operation that is not a send: book the buckets, forward the body with its own
     content type, stream 8x8's answer back."""
     info = request[LOG]
-    check = state.plan.check(route, (), None)
-    try:
-        decision = await state.decider.decide(check)
-    except StoreUnavailable:
-        return error_response("store.unavailable", "the shared store is unavailable")
-    answers.note_limits(request, check, decision)
-    if decision.refusal is not None:
-        info["decision"] = decision.refusal.rule.value
-        return answers.refusal(decision.refusal)
+    decision = await _decide(request, state, state.plan.check(route, (), None))
+    if not isinstance(decision, Decision):
+        return decision
     if decision.wait_us:
         info["waited_ms"] = decision.wait_us // 1000
         state.metrics.shaped_seconds.observe(decision.wait_us / 1e6)
