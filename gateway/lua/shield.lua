@@ -2,7 +2,9 @@
 -- RedisShield; MemoryShield is its twin). Every key shares the hash tag {otpshield}.
 --
 -- A prefix's hash: w (window index), s/v (sends/validations this window), ps/pv (the
--- previous window's), until (hold end, ms; -1: until released), lvl (ladder step).
+-- previous window's), until (hold end, ms; -1: until released), lvl (ladder step),
+-- forget (when the ladder step is forgotten: the hold's end + the reset). Times are the
+-- caller's; TTLs (on Redis's clock) only collect what no judgement needs any more.
 -- Sends and validations are counted in a sliding window approximated from two fixed ones:
 -- estimate = previous * (1 - elapsed fraction of the current window) + current.
 --
@@ -47,8 +49,10 @@ local function roll(key)
 end
 
 local function held(key)
-  local h = redis.call('HMGET', key, 'until', 'lvl')
-  return tonumber(h[1]) or 0, tonumber(h[2]) or 0
+  local h = redis.call('HMGET', key, 'until', 'lvl', 'forget')
+  local level = tonumber(h[2]) or 0
+  if now >= (tonumber(h[3]) or now + 1) then level = 0 end
+  return tonumber(h[1]) or 0, level
 end
 
 if op == 'verify' then
@@ -95,6 +99,7 @@ for i = 2, #KEYS do
       ends = hold and (now + hold) or -1
       redis.call('DEL', key)
       redis.call('HSET', key, 'until', ends, 'lvl', level, 'w', cur)
+      if hold then redis.call('HSET', key, 'forget', ends + reset) end
       redis.call('PEXPIRE', key, hold and (hold + reset) or manual_keep)
       redis.call('ZADD', index, ends, prefix)
       keep(index, math.max(manual_keep, hold and (hold + reset) or 0))

@@ -120,6 +120,7 @@ class _Prefix:
     prev_validated: int = 0
     until: int = 0
     level: int = 0
+    forget: int | None = None  # when the ladder step is forgotten (a timed hold's end + reset)
     expires: int = 0
 
     def roll(self, now_ms: int, window_ms: int) -> None:
@@ -147,6 +148,8 @@ class MemoryShield:
         found = self._prefixes.get(prefix)
         if found is None or found.expires <= now_ms:
             found = self._prefixes[prefix] = _Prefix()
+        if found.forget is not None and now_ms >= found.forget:
+            found.level, found.forget = 0, None
         return found
 
     async def sends(self, prefixes: Sequence[str], now_ms: int, rules: Rules) -> list[Verdict]:
@@ -171,8 +174,9 @@ class MemoryShield:
                 hold = rules.holds_ms[level - 1] if level <= len(rules.holds_ms) else None
                 until = MANUAL if hold is None else now_ms + hold
                 keep = MANUAL_KEEP_MS if hold is None else hold + rules.reset_ms
+                forget = None if hold is None else until + rules.reset_ms
                 self._prefixes[prefix] = _Prefix(
-                    window=p.window, until=until, level=level, expires=now_ms + keep
+                    window=p.window, until=until, level=level, forget=forget, expires=now_ms + keep
                 )
                 out.append(Verdict(MANUAL if hold is None else hold, level))
                 continue
