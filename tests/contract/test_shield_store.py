@@ -1,4 +1,5 @@
-"""The OTP shield store's contract, the same cases on memory, fakeredis and a real Redis:
+"""The OTP shield store's contract, the same cases on memory, fakeredis and a real Redis
+(and, marked slow, a Redis Cluster):
 velocity without conversion holds a prefix, validations keep it open (once per session),
 the ladder escalates to a hold until release, and every Redis key has a TTL."""
 
@@ -9,9 +10,10 @@ from collections.abc import AsyncIterator
 
 import fakeredis
 import pytest
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 
 from gateway.store.shield import MANUAL, Held, MemoryShield, RedisShield, Rules, ShieldStore
+from tests.support.clusterproc import RedisCluster as ClusterProcess
 from tests.support.redisproc import RedisServer
 
 MIN = 60_000
@@ -26,14 +28,20 @@ T0 = 1_800_000_000_000 - 1_800_000_000_000 % RULES.window_ms  # a window's start
 PUMPED, OTHER = "+44790010", "+44791120"
 
 
-@pytest.fixture(params=["memory", "fakeredis", "redis"])
+@pytest.fixture(
+    params=["memory", "fakeredis", "redis", pytest.param("cluster", marks=pytest.mark.slow)]
+)
 async def shield(request: pytest.FixtureRequest) -> AsyncIterator[ShieldStore]:
     if request.param == "memory":
         yield MemoryShield()
         return
-    client: Redis
+    client: Redis | RedisCluster
     if request.param == "fakeredis":
         client = fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer())
+    elif request.param == "cluster":
+        cluster: ClusterProcess = request.getfixturevalue("redis_cluster")
+        client = RedisCluster.from_url(cluster.url)
+        await client.flushall(target_nodes=RedisCluster.PRIMARIES)
     else:
         server: RedisServer = request.getfixturevalue("redis_server")
         client = Redis.from_url(server.url)
