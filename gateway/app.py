@@ -12,7 +12,18 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from gateway import admin, answers, captcha, idempotency, logs, messages, pii, proxy, webhooks
+from gateway import (
+    admin,
+    answers,
+    captcha,
+    idempotency,
+    logs,
+    messages,
+    pii,
+    proxy,
+    shield,
+    webhooks,
+)
 from gateway.config import Config
 from gateway.errors import error_response
 from gateway.metrics import Metrics
@@ -94,6 +105,7 @@ def build_app(
     webhooks.setup(app)
     captcha.install(app, environ.get(cfg.captcha.secret_env, ""))
     pii.install(app)
+    shield.install(app)
     app.router.add_route("*", "/{tail:.*}", proxy.handle)
     return app
 

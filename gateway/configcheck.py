@@ -6,6 +6,8 @@ import ipaddress
 import re
 from urllib.parse import urlsplit
 
+import phonenumbers
+
 from gateway.configschema import PRODUCTS, Config
 
 __all__ = ["PRODUCTS", "check"]
@@ -23,6 +25,7 @@ def check(cfg: Config) -> list[str]:
     _check_subaccounts(cfg, problems)
     _check_clients(cfg, problems)
     _check_privacy(cfg, problems)
+    _check_otp_shield(cfg, problems)
     if cfg.templates.sync_s < 0:
         problems.append("templates.sync_s: must be 0 (never) or more")
     _positive(problems, "idempotency.ttl_s", cfg.idempotency.ttl_s)
@@ -181,3 +184,25 @@ def _check_privacy(cfg: Config, problems: list[str]) -> None:
     _positive(problems, "captcha.token_ttl_s", c.token_ttl_s)
     _positive(problems, "pii.retain_days", cfg.pii.retain_days, zero=True)
     _positive(problems, "pii.deletes_per_s", cfg.pii.deletes_per_s)
+
+
+_E164_PREFIX = re.compile(r"^\+[1-9][0-9]{0,14}$")
+
+
+def _check_otp_shield(cfg: Config, problems: list[str]) -> None:
+    s = cfg.otp_shield
+    for region in s.countries:
+        if region not in phonenumbers.SUPPORTED_REGIONS:
+            problems.append(f"otp_shield.countries: {region!r} is not an ISO region (e.g. GB)")
+    for entry in s.safe_list:
+        if not _E164_PREFIX.match(entry):
+            problems.append(f"otp_shield.safe_list: {entry!r} is not an E.164 number or prefix")
+    if not 1 <= s.prefix_digits <= 12:
+        problems.append(f"otp_shield.prefix_digits: must be 1..12, got {s.prefix_digits}")
+    _positive(problems, "otp_shield.window_s", s.window_s)
+    _positive(problems, "otp_shield.min_sends", s.min_sends)
+    if not 0 <= s.min_conversion <= 1:
+        problems.append(f"otp_shield.min_conversion: must be 0..1, got {s.min_conversion}")
+    if any(hold <= 0 for hold in s.quarantine_s):
+        problems.append("otp_shield.quarantine_s: every hold must be above 0 seconds")
+    _positive(problems, "otp_shield.ladder_reset_s", s.ladder_reset_s, zero=True)

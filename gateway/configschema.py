@@ -137,6 +137,21 @@ class PiiConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class OtpShieldConfig:
+    """The OTP pumping shield (gateway/shield.py, docs/otp-shield.md)."""
+
+    mode: Literal["shadow", "enforce", "off"] = "shadow"  # shadow: count, log, refuse nothing
+    countries: tuple[str, ...] = ()  # ISO regions OTPs may go to; empty: any
+    safe_list: tuple[str, ...] = ()  # E.164 numbers or prefixes ("+4479") never judged
+    prefix_digits: int = 6  # a prefix: the country code and this many digits after it
+    window_s: int = 600  # sliding window of the sends and validations per prefix
+    min_sends: int = 10  # sends in the window before a prefix is judged
+    min_conversion: float = 0.3  # validated / sent under this: quarantine
+    quarantine_s: tuple[int, ...] = (900, 7200, 43200)  # the ladder; past it, until released
+    ladder_reset_s: int = 86400  # a prefix's ladder step is forgotten this long after a hold
+
+
+@dataclass(frozen=True, slots=True)
 class IdempotencyConfig:
     ttl_s: int = 86400  # how long a key's answer is kept (docs/idempotency.md)
     client_message_id: bool = False  # the body's clientMessageId is the key when no header
@@ -167,6 +182,7 @@ class Config:
     captcha: CaptchaConfig = field(default_factory=CaptchaConfig)
     idempotency: IdempotencyConfig = field(default_factory=IdempotencyConfig)
     pii: PiiConfig = field(default_factory=PiiConfig)
+    otp_shield: OtpShieldConfig = field(default_factory=OtpShieldConfig)
     subaccounts: Mapping[str, SubaccountConfig] = field(default_factory=dict)
     accounts: Mapping[str, AccountConfig] = field(default_factory=dict)
     clients: tuple[ClientConfig, ...] = ()
@@ -198,8 +214,11 @@ def subaccount_key(subaccount: str) -> str:
 
 SECTIONS = (
     "server", "redis", "upstream", "limits", "templates", "policy", "webhooks", "admin",
-    "captcha", "pii", "idempotency",
+    "captcha", "pii", "idempotency", "otp_shield",
 )  # fmt: skip
 #: sections whose changes a SIGHUP applies; the others need a restart (the key file is
 #: re-read on its own)
-RELOADABLE = ("limits", "templates", "policy", "admin", "subaccounts", "accounts", "clients")
+RELOADABLE = (
+    "limits", "templates", "policy", "admin", "subaccounts", "accounts", "clients",
+    "otp_shield",  # the shield reads its section at each send
+)  # fmt: skip

@@ -21,6 +21,8 @@ STATUS: dict[str, int] = {
     "recipient.no_consent": 403,
     "captcha.missing": 403,
     "captcha.invalid": 403,
+    "otp.country": 403,
+    "otp.prefix_quarantined": 403,
     "route.unknown": 404,
     "not_found": 404,
     "template.not_active": 409,

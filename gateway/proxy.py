@@ -8,7 +8,7 @@ from functools import partial
 import aiohttp
 from aiohttp import web
 
-from gateway import answers, captcha, citizen, idempotency, messages, pii, routes, scheduled
+from gateway import answers, captcha, citizen, idempotency, messages, pii, routes, scheduled, shield
 from gateway.bodies import read_body
 from gateway.errors import GatewayError, error_response, from_exception
 from gateway.messages import ParsedSend
@@ -93,6 +93,9 @@ async def _send(
         refused = await captcha.check(request, parsed.client_ips)
         if refused is not None:
             return refused
+    refused = await shield.check(request, route, parsed.messages)  # OTPs only: docs/otp-shield.md
+    if refused is not None:
+        return refused
     decision = await _decide(request, state, state.plan.check(route, parsed.messages, eu_ips))
     if not isinstance(decision, Decision):
         return decision
@@ -265,7 +268,7 @@ async def _pass_through(
         return late
     headers = state.upstream.request_headers(request.headers, request[LOG].get("request_id"))
     body = raw if raw else None
-    if citizen.watches(request.method, route.product, route.path):
+    if citizen.watches(request.method, route.product, route.path) or shield.watches(request, route):
         return await _forward_watched(request, state, route, body, headers)
     upstream = state.upstream.stream(
         route.product, _path_qs(request, route), request.method, body, headers
@@ -318,6 +321,7 @@ async def _forward_watched(
     if answer.status == 429:
         await _cool_down(state, route, answer.headers.get("Retry-After"))
     await citizen.after(request.app, request.method, route.product, route.path, body, answer)
+    await shield.after(request, route, answer)
     return web.Response(status=answer.status, body=answer.body, headers=answer.headers)
 
 
