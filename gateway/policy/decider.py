@@ -266,7 +266,7 @@ class Decider:
         (lua/spend.lua), best effort, one call in flight at a time, the rest gathered for
         the next. A store that is really down refuses them at no cost."""
         for check, decision in zip(checks, decisions, strict=True):
-            if decision.refusal is not None:
+            if decision.refusal is not None or check.dry_run:  # a dry run booked nothing
                 continue
             if check.messages and len(decision.dropped) == len(check.messages):
                 continue
