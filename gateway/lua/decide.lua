@@ -153,11 +153,29 @@ end
 
 local PRIORITY_CATS = {AUTHENTICATION = true, UTILITY = true}
 
--- The earliest slot bulk may take in a laned bucket: the reserved share of its TAT
--- horizon (burst * interval + max_wait) is kept for priority sends.
-local function bulk_floor(c, tat, interval, burst)
-  local horizon = burst * interval + c[4]
-  return tat + interval - burst * interval + math.floor(c[14] * horizon / 1000)
+-- A bulk send may not move a laned bucket's TAT past its reach: the horizon (burst *
+-- interval + max_wait, the furthest any booking reaches) less the reserved share of it.
+-- Returns rule, retry_after, bucket index of the best such refusal (99: none).
+local function reach_refusal(c, bks, s, skip)
+  local best, retry, ref = 99, 0, 0
+  for j = 0, #bks / 5 - 1 do
+    local o = j * 5
+    local rule, k, interval, burst = bks[o + 1], bks[o + 2], bks[o + 3], bks[o + 4]
+    if bks[o + 5] == 1 and (rule == 6 or rule == 7) and not skip[k] then
+      local after = math.max(tat_of(k), s) + interval
+      local horizon = burst * interval + c[4]
+      local reach = now + horizon - math.floor(c[14] * horizon / 1000)
+      if after > reach then
+        if shadow[rule] then
+          shadowed[#shadowed + 1] = rule
+          skip[k] = true
+        elseif rule < best then
+          best, retry, ref = rule, after - reach, j
+        end
+      end
+    end
+  end
+  return best, retry, ref
 end
 -- ===== end lanes =====
 
@@ -240,11 +258,7 @@ local function decide(c)
   for j = 0, nb - 1 do
     local o = j * 5
     local rule, k, interval = bks[o + 1], bks[o + 2], bks[o + 3]
-    local tat = tat_of(k)
-    local sb = math.max(now, tat + interval - bks[o + 4] * interval)
-    if c[14] > 0 and not prio and bks[o + 5] == 1 and (rule == 6 or rule == 7) then
-      sb = math.max(sb, bulk_floor(c, tat, interval, bks[o + 4]))
-    end
+    local sb = math.max(now, tat_of(k) + interval - bks[o + 4] * interval)
     if rule == 6 then
       has_sub = true
       if cool > sb then sb = cool end
@@ -274,6 +288,10 @@ local function decide(c)
         best, retry, ref = 6, math.max(1, cool - now - max_wait), -1
       end
     end
+  end
+  if c[14] > 0 and not prio then
+    local r, rr, rf = reach_refusal(c, bks, s, skip)
+    if r < best then best, retry, ref = r, rr, rf end
   end
   local deadline = c[16]
   if prio then deadline = c[17] end

@@ -143,10 +143,30 @@ def _message_rule(
 LANED = frozenset({Rule.SUBACCOUNT, Rule.EGRESS_IP})
 
 
-def reserve_us(spec: BucketSpec, check: SendCheck) -> int:
-    """The part of a bucket's TAT horizon that bulk sends may not book, in µs."""
+def bulk_reach(spec: BucketSpec, check: SendCheck, now: int) -> int:
+    """The furthest a bulk send may move a laned bucket's TAT: its horizon (burst x interval
+    + max_wait, the furthest any booking may reach) less the reserved share of it."""
     horizon = spec.burst * spec.interval_us + check.max_wait_us
-    return check.reserve_pm * horizon // 1000
+    return now + horizon - check.reserve_pm * horizon // 1000
+
+
+def _reach_refusal(
+    view: View, check: SendCheck, now: int, slot: int, shadowed: list[Rule], skip: set[str]
+) -> Refusal | None:
+    """A bulk send's refusal by a laned bucket whose TAT it would move past its reach."""
+    best = None
+    for spec in check.buckets:
+        if not spec.shapeable or spec.rule not in LANED or spec.key in skip:
+            continue
+        after = max(view.tat(spec.key, now), slot) + spec.interval_us
+        reach = bulk_reach(spec, check, now)
+        if after > reach:
+            if spec.rule in check.shadow:
+                shadowed.append(spec.rule)
+                skip.add(spec.key)
+            elif best is None or RANK[spec.rule] < RANK[best.rule]:
+                best = Refusal(spec.rule, after - reach, bucket=spec)
+    return best
 
 
 def _spec_refusal(spec: BucketSpec, sb: int, check: SendCheck, now: int) -> Refusal | None:
@@ -167,11 +187,7 @@ def _bucket_refusal(
     slot_spec: BucketSpec | None = None
     skip: set[str] = set()
     for spec in check.buckets:
-        tat = view.tat(spec.key, now)
-        sb = earliest(tat, spec.interval_us, spec.burst, now)
-        if check.reserve_pm and not priority and spec.shapeable and spec.rule in LANED:
-            sb = max(sb, tat + spec.interval_us - spec.burst * spec.interval_us
-                     + reserve_us(spec, check))  # fmt: skip
+        sb = earliest(view.tat(spec.key, now), spec.interval_us, spec.burst, now)
         if spec.rule is Rule.SUBACCOUNT:
             has_sub, sb = True, max(sb, cool)
         over = _spec_refusal(spec, sb, check, now)
@@ -192,6 +208,10 @@ def _bucket_refusal(
             slot = max(slot, cool)
             if cool - now > check.max_wait_us and (best is None or best.rule is Rule.EGRESS_IP):
                 best = Refusal(Rule.SUBACCOUNT, max(1, cool - now - check.max_wait_us))
+    if check.reserve_pm and not priority:
+        over = _reach_refusal(view, check, now, slot, shadowed, skip)
+        if over is not None and (best is None or RANK[over.rule] < RANK[best.rule]):
+            best = over
     deadline = check.priority_deadline_us if priority else check.deadline_us
     if deadline and slot - now > deadline and (best is None or best.rule in LANED):
         if Rule.DEADLINE in check.shadow:
