@@ -111,23 +111,27 @@ async def run_once(
     }
 
 
-async def main_async(args: argparse.Namespace) -> dict[str, Any]:
+async def against(url: str, args: argparse.Namespace) -> dict[str, Any]:
+    """Every share of `args.shares` on the Redis at `url` (flushed before each run)."""
     runs: list[dict[str, Any]] = []
-    with RedisServer() as server:
-        for share in args.shares:
-            client = Redis.from_url(server.url)
-            await client.flushall()
-            store = RedisStore(client)
-            run = await run_once(store, share, args.rps, args.flood, args.otp_rate,
-                                 args.duration, args.max_wait_ms, seed=len(runs))  # fmt: skip
-            await store.close()
-            summary = {k: v for k, v in run.items() if k != "otp_waits_ms"}
-            print(json.dumps(summary))
-            runs.append(run)
+    for share in args.shares:
+        client = Redis.from_url(url)
+        await client.flushall()
+        store = RedisStore(client)
+        run = await run_once(store, share, args.rps, args.flood, args.otp_rate,
+                             args.duration, args.max_wait_ms, seed=len(runs))  # fmt: skip
+        await store.close()
+        print(json.dumps({k: v for k, v in run.items() if k != "otp_waits_ms"}))
+        runs.append(run)
     return {
         "rps": args.rps, "flood": args.flood, "otp_rate": args.otp_rate,
         "duration_s": args.duration, "max_wait_ms": args.max_wait_ms, "runs": runs,
     }  # fmt: skip
+
+
+async def main_async(args: argparse.Namespace) -> dict[str, Any]:
+    with RedisServer() as server:
+        return await against(server.url, args)
 
 
 def main(argv: list[str] | None = None) -> None:
