@@ -219,3 +219,36 @@ def soak(result: dict[str, Any], path: Path) -> None:
     answers.set_xlabel("answers (log)")
     answers.set_title("answers by status and gatewayCode")
     _save(fig, path)
+
+
+LANES_P99_TARGET_MS = 50
+
+
+def lanes(result: dict[str, Any], path: Path) -> None:
+    """The lanes scenario (bench/lanes.py): OTP waits' distribution per reserved share,
+    and what MARKETING still used of the capacity."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    runs = result["runs"]
+    for run in runs:
+        waits = sorted(run["otp_waits_ms"])
+        n = len(waits)
+        ys = [(i + 1) / n for i in range(n)]
+        label = (f"share {run['reserved_share']}: p99 {run['otp_wait_ms']['p99']:.0f} ms, "
+                 f"{run['otp_refused']} refused")  # fmt: skip
+        left.step(waits, ys, where="post", label=label)
+    left.axvline(LANES_P99_TARGET_MS, color="red", ls="--", lw=1, label="target: p99 < 50 ms")
+    left.set_xlabel("OTP added wait (ms)")
+    left.set_ylabel("fraction of OTP sends")
+    left.set_title(f"OTP waits under a {result['flood']:g}x MARKETING flood")
+    left.legend(fontsize=7, loc="lower right")
+    xs = range(len(runs))
+    mkt = [r["marketing_share_of_capacity"] for r in runs]
+    used = [r["capacity_used"] for r in runs]
+    right.bar([x - 0.2 for x in xs], mkt, width=0.4, label="MARKETING")
+    right.bar([x + 0.2 for x in xs], used, width=0.4, label="all sends")
+    right.set_xticks(list(xs), [f"share {r['reserved_share']}" for r in runs])
+    right.set_ylim(0, 1.1)
+    right.set_ylabel("share of the subaccount's sustained capacity")
+    right.set_title(f"{result['rps']} rps subaccount, max_wait {result['max_wait_ms']} ms")
+    right.legend(fontsize=7)
+    _save(fig, path)

@@ -274,3 +274,25 @@ def s5_compliance_scale(ctx: Ctx, s1: dict[str, Any] | None) -> dict[str, Any]:
         "redis_used_memory_mb": round(int(info["used_memory"]) / 2**20, 1),
     }
     return {"figures": figures, "load": loaded, "runs": runs}
+
+
+def s_lanes(ctx: Ctx) -> dict[str, Any]:
+    """Priority lanes (docs/lanes.md): OTP waits under a 2x MARKETING flood of one
+    subaccount, per reserved share, on the stack's redis-server (bench/lanes.py; also
+    runnable alone: `python -m bench.lanes`)."""
+    import argparse
+    import asyncio
+
+    from bench import lanes
+
+    args = argparse.Namespace(rps=200, flood=2.0, otp_rate=20.0, max_wait_ms=100,
+                              duration=2.0 if ctx.smoke else ctx.duration,
+                              shares=[0.0, 0.2, 0.5])  # fmt: skip
+    result = asyncio.run(lanes.against(ctx.stack.redis.url, args))
+    figures = {
+        str(r["reserved_share"]): {"otp_p99_ms": r["otp_wait_ms"]["p99"],
+                                   "otp_refused": r["otp_refused"],
+                                   "marketing_share": r["marketing_share_of_capacity"]}
+        for r in result["runs"]
+    }  # fmt: skip
+    return {"figures": figures, **result}

@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from gateway import optoutpush, scheduled, templatesync
+from gateway import dryrun, optoutpush, scheduled, templatesync
 from gateway.errors import GatewayError, error_response, now_rfc3339
 from gateway.logs import mask
 from gateway.messages import invalid, normalise
@@ -58,6 +58,7 @@ def setup(app: web.Application) -> None:
     ):
         add(method, account + path, _admin(name, action))
     add("GET", PREFIX + "/limits", _admin("limits", limits))
+    add("POST", PREFIX + "/decide", _admin("decide", dryrun.decide))  # docs/lanes.md
 
 
 def _admin(name: str, action: Action) -> Handler:

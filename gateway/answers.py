@@ -24,6 +24,7 @@ MESSAGES = {
     Rule.END_USER_IP: "too many sends for this end-user IP",
     Rule.SUBACCOUNT: "subaccount send rate exceeded",
     Rule.EGRESS_IP: "egress IP send rate exceeded",
+    Rule.DEADLINE: "no slot within the send's deadline",
 }
 
 
@@ -35,6 +36,9 @@ def refusal(r: Refusal) -> web.Response:
     if r.rule is Rule.TEMPLATE:
         return error_response(r.rule.value, MESSAGES[r.rule], status=r.status)
     if r.bucket is None:
+        if r.rule is Rule.DEADLINE:  # a cool-down set the slot: the wait still counts
+            retry_s = str(seconds_up(r.retry_after_us))
+            return error_response(r.rule.value, MESSAGES[r.rule], headers={"Retry-After": retry_s})
         return error_response(r.rule.value, MESSAGES[r.rule])
     b = r.bucket
     retry = seconds_up(r.retry_after_us)

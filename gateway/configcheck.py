@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 import phonenumbers
 
 from gateway.configschema import PRODUCTS, Config
+from gateway.policy.lanes import RULE_NAMES
 
 __all__ = ["PRODUCTS", "check"]
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
@@ -119,10 +120,26 @@ def _check_limits(cfg: Config, problems: list[str]) -> None:
     _positive(problems, "limits.otp_window_s", lim.otp_window_s)
     _positive(problems, "limits.end_user_ip_per_minute", lim.end_user_ip_per_minute)
     _positive(problems, "limits.max_wait_ms", lim.max_wait_ms, zero=True)
+    _check_lanes(cfg, problems)
     if not 1 <= lim.end_user_ipv6_prefix <= 128:
         problems.append(
             f"limits.end_user_ipv6_prefix: must be 1..128, got {lim.end_user_ipv6_prefix}"
         )
+
+
+def _check_lanes(cfg: Config, problems: list[str]) -> None:
+    lim = cfg.limits
+    if not 0 <= lim.reserved_share < 1:
+        problems.append(f"limits.reserved_share: must be at least 0 and below 1, got "
+                        f"{lim.reserved_share}")  # fmt: skip
+    for name in lim.shadow:
+        if name not in RULE_NAMES:
+            problems.append(f"limits.shadow: {name!r} is not one of {', '.join(RULE_NAMES)}")
+    _positive(problems, "limits.deadline_ms", lim.deadline_ms, zero=True)
+    _positive(problems, "limits.priority_deadline_ms", lim.priority_deadline_ms, zero=True)
+    for client in cfg.clients:
+        for key in ("deadline_ms", "priority_deadline_ms"):
+            _positive(problems, f"clients.{client.name}.{key}", getattr(client, key), zero=True)
 
 
 def _check_subaccounts(cfg: Config, problems: list[str]) -> None:

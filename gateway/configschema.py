@@ -79,6 +79,12 @@ class LimitsConfig:
     end_user_ip_per_minute: int = 10
     end_user_ipv6_prefix: int = 64  # IPv6 end users are counted per network of this length
     max_wait_ms: int = 100
+    # docs/lanes.md: the part of each subaccount and egress-IP bucket kept for OTP,
+    # AUTHENTICATION and UTILITY sends; rules that only count; default send deadlines
+    reserved_share: float = 0.2
+    shadow: tuple[str, ...] = ()
+    deadline_ms: int = 0  # bulk sends (plain, MARKETING, ...): 0 = none
+    priority_deadline_ms: int = 0  # OTP, AUTHENTICATION, UTILITY sends: 0 = none
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +173,8 @@ class ClientConfig:
     allowed_cidrs: tuple[str, ...] = ()
     end_user_ip_from_xff: bool = False
     public_form: bool = False  # every send needs X-Captcha-Token (gateway/captcha.py)
+    deadline_ms: int = 0  # its sends' deadlines (docs/lanes.md); 0 = limits.deadline_ms
+    priority_deadline_ms: int = 0  # 0 = limits.priority_deadline_ms
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,6 +35,7 @@ STATUS: dict[str, int] = {
     "rate_limited.otp_recipient": 429,
     "rate_limited.end_user_ip": 429,
     "rate_limited.auth": 429,
+    "rate_limited.deadline": 429,
     "internal.error": 500,
     "upstream.error": 502,
     "store.unavailable": 503,

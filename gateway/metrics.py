@@ -82,6 +82,12 @@ class Metrics:
         self.dropped = Counter(
             "gateway_batch_dropped", "Batch messages dropped, by code", ["code"], registry=r
         )
+        self.shadow_refusals = Counter(
+            "gateway_shadow_refusals",
+            "Refusals a rule in limits.shadow would have made (the send went), by rule",
+            ["rule"],
+            registry=r,
+        )
         self.unconsented = Counter(
             "gateway_unconsented_sends",
             "Template sends forwarded without consent (opt_in = warn)",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from functools import partial
 
 import aiohttp
@@ -12,12 +13,12 @@ from gateway import answers, captcha, citizen, idempotency, messages, pii, route
 from gateway.bodies import read_body
 from gateway.errors import GatewayError, error_response, from_exception
 from gateway.messages import ParsedSend
-from gateway.policy import pacing
+from gateway.policy import lanes, pacing
 from gateway.policy.decider import StoreUnavailable
 from gateway.policy.enduser import end_users
 from gateway.routes import Kind, Route
 from gateway.state import LOG, STATE, State
-from gateway.store.base import Decision, Rule, SendCheck
+from gateway.store.base import BULK, PRIORITY, Decision, Refusal, Rule, SendCheck
 from gateway.upstream import Answer, UpstreamFailure
 
 JSON_TYPES = ("application/json",)
@@ -53,6 +54,8 @@ async def handle(request: web.Request) -> web.StreamResponse:
             trusted=state.trusted,
             v6_prefix=state.config.limits.end_user_ipv6_prefix,
         )
+        header_ms = lanes.header_deadline_ms(request.headers.get(lanes.DEADLINE_HEADER))
+        deadlines = lanes.deadlines_us(header_ms, client.deadlines_ms, state.plan.deadlines_ms)
         idem = state.config.idempotency
         key = idempotency.request_key(
             request, client.name, raw, client_message_id=idem.client_message_id
@@ -65,7 +68,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
     if parsed.invalid and not parsed.messages:  # a batch 8x8 would reject entry by entry
         info["decision"] = "all_dropped"
         return answers.all_dropped(parsed, ())
-    send = partial(_send, request, state, route, parsed, raw, eu_ips, client.public_form)
+    send = partial(_send, request, state, route, parsed, raw, eu_ips, client.public_form, deadlines)
     if key is None:
         return await send()
     return await request.app[idempotency.IDEMPOTENCY].once(
@@ -85,6 +88,7 @@ async def _send(
     raw: bytes,
     eu_ips: tuple[str, ...],
     public_form: bool,
+    deadlines: tuple[int, int] = (0, 0),
 ) -> web.StreamResponse:
     """Decide a parsed send (one store call) and forward it, or refuse it. A public-form
     client's CAPTCHA comes first (gateway/captcha.py); inside an idempotent attempt, so a
@@ -96,10 +100,14 @@ async def _send(
     refused = await shield.check(request, route, parsed.messages)  # OTPs only: docs/otp-shield.md
     if refused is not None:
         return refused
-    decision = await _decide(request, state, state.plan.check(route, parsed.messages, eu_ips))
+    started = time.monotonic()
+    check = state.plan.check(route, parsed.messages, eu_ips, deadlines)
+    decision = await _decide(request, state, check)
     if not isinstance(decision, Decision):
         return decision
-    return await _forward(request, state, route, parsed, raw, decision)
+    deadline = deadlines[1] if decision.priority else deadlines[0]
+    due = started + deadline / 1e6 if deadline else 0.0
+    return await _forward(request, state, route, parsed, raw, decision, due)
 
 
 async def _decide(request: web.Request, state: State, check: SendCheck) -> Decision | web.Response:
@@ -108,11 +116,33 @@ async def _decide(request: web.Request, state: State, check: SendCheck) -> Decis
         decision = await state.decider.decide(check)
     except StoreUnavailable:
         return error_response("store.unavailable", "the shared store is unavailable")
+    _note_shadow(request, state, decision)
     answers.note_limits(request, check, decision)
     if decision.refusal is not None:
         request[LOG]["decision"] = decision.refusal.rule.value
         return answers.refusal(decision.refusal)
     return decision
+
+
+def _note_shadow(request: web.Request, state: State, decision: Decision) -> None:
+    """Count and log what a rule in `limits.shadow` would have refused (docs/lanes.md)."""
+    if not decision.shadowed:
+        return
+    names = [lanes.rule_name(rule) for rule in decision.shadowed]
+    for name in names:
+        state.metrics.shadow_refusals.labels(name).inc()
+    info = request[LOG]
+    info["shadowed"] = names
+    state.log.info(
+        "shadow.would_refuse",
+        rules=names,
+        codes=[rule.value for rule in decision.shadowed],
+        route=info.get("route"),
+        client=info.get("client"),
+        subaccount=info.get("subaccount"),
+        msisdn=info.get("msisdn"),
+        request_id=info.get("request_id"),
+    )
 
 
 async def _read_send_body(request: web.Request, limit: int, timeout_s: float) -> bytes:
@@ -135,6 +165,7 @@ async def _forward(
     parsed: ParsedSend,
     raw: bytes,
     decision: Decision,
+    due: float = 0.0,
 ) -> web.StreamResponse:
     info = request[LOG]
     if decision.unconsented:
@@ -156,7 +187,7 @@ async def _forward(
     if decision.wait_us:
         info["waited_ms"] = decision.wait_us // 1000
         state.metrics.shaped_seconds.observe(decision.wait_us / 1e6)
-    late = await _at_slot(request, state, route, decision)
+    late = await _at_slot(request, state, route, decision, due)
     if late is not None:
         return late
     path_qs = _path_qs(request, route)
@@ -228,17 +259,24 @@ async def _cool_down(state: State, route: Route, retry_after: str | None) -> flo
 
 
 async def _at_slot(
-    request: web.Request, state: State, route: Route, decision: Decision
+    request: web.Request, state: State, route: Route, decision: Decision, due: float = 0.0
 ) -> web.Response | None:
     """Wait for the decision's slot, or take a fresh one when this process comes round to
     it late (gateway/policy/pacing.py); None when the request may go now, else the answer
-    that refuses it."""
+    that refuses it. `due` (time.monotonic(), 0: none) is the send's deadline: a fresh
+    slot must fall before it, and a send that comes round to it past it does not go."""
+    lane = PRIORITY if decision.priority else BULK
+
+    def capacity() -> SendCheck:
+        left = max(1, round((due - time.monotonic()) * 1e6)) if due else 0
+        return state.plan.check(route, (), None, (left, left), lane)
+
     try:
-        decision = await pacing.until_slot(
-            decision, state.decider, lambda: state.plan.check(route, (), None), state.slot_clock
-        )
+        decision = await pacing.until_slot(decision, state.decider, capacity, state.slot_clock)
     except StoreUnavailable:
         return error_response("store.unavailable", "the shared store is unavailable")
+    if decision.refusal is None and due and time.monotonic() > due + pacing.LATE_S:
+        decision = Decision(refusal=Refusal(Rule.DEADLINE, 1_000_000))
     if decision.refusal is not None:
         request[LOG]["decision"] = decision.refusal.rule.value
         return answers.refusal(decision.refusal)

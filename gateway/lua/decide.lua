@@ -5,7 +5,11 @@
 -- KEYS: every key the requests may touch, each once; ARGV[1] names them by 1-based index.
 -- ARGV[1]: JSON array, one entry per request, in order:
 --   [batch, opt_in, unknown_ok, max_wait_us, k_optouts, k_consents, k_templates,
---    k_cooldown, otp_interval_us, otp_burst, buckets, messages, k_changes]
+--    k_cooldown, otp_interval_us, otp_burst, buckets, messages, k_changes,
+--    reserve_pm, lane, deadline_us, priority_deadline_us, shadow, dry]
+--   (the last six: docs/lanes.md; reserve_pm: per mille of a laned bucket's horizon bulk
+--   may not book; lane 0 from the messages, 1 priority, 2 bulk; deadlines 0: none;
+--   shadow: rule codes that only count; dry 1: decide, write nothing)
 --   batch, unknown_ok: 0|1; opt_in: 0 off, 1 warn, 2 enforce; a k_* of 0: not needed
 --   buckets: flat, 5 per bucket, in rule order: rule, k_key, interval_us, burst, shapeable
 --   messages: flat, 4 per message: msisdn, "name:language" or "", otp (0|1), k_otp_bucket
@@ -23,11 +27,12 @@
 --   allowed:     0, wait_us, remaining tokens of each bucket..., TAIL
 --   refused:     1, rule, retry_after_us, template status or nil, ref, TAIL
 --   all dropped: 2, TAIL
---   TAIL: n_dropped, (message index, rule) * n_dropped, n_unconsented, message index * n
+--   TAIL: n_dropped, (message index, rule) * n_dropped, n_unconsented, message index * n,
+--         n_shadowed, rule * n_shadowed, priority (0|1)
 -- and after the last request: now (µs of server time; an allowed request's slot is now +
 -- its wait_us)
 --   rule: 1 opted_out, 2 no_consent, 3 template, 4 otp, 5 end_user_ip, 6 subaccount,
---   7 egress_ip. ref: a message rule's 0-based message index, a bucket rule's 0-based
+--   7 egress_ip, 8 deadline. ref: a message rule's 0-based message index, a bucket rule's 0-based
 --   bucket index (-1: a cool-down without a subaccount bucket).
 -- Bucket keys hold the theoretical arrival time (TAT, µs of server time) with a TTL until
 -- the bucket is full again; TATs are written with %.0f since tostring drops digits.
@@ -67,8 +72,10 @@ local function tat_of(k)
   return v
 end
 
+local undo -- a dry run's keys: k -> {TAT, dirty} before it (restored after it)
 local function book(k, s, interval)
   local before = tat_of(k)
+  if undo and undo[k] == nil then undo[k] = {before, dirty[k] or false} end
   local v = math.max(before, s) + interval
   tats[k] = v
   dirty[k] = true
@@ -123,18 +130,63 @@ local function cooldown_end(k)
   return v
 end
 
+local shadowed, shadow, prio -- the current request's (docs/lanes.md)
 local function tail(dropped, uncons)
   push(#dropped / 2)
   for i = 1, #dropped do push(dropped[i]) end
   push(#uncons)
   for i = 1, #uncons do push(uncons[i]) end
+  push(#shadowed)
+  for i = 1, #shadowed do push(shadowed[i]) end
+  if prio then push(1) else push(0) end
 end
 
--- Message-level rules of message m; returns rule (0: passes), retry_after, status, warned.
+-- ===== lanes, deadlines, shadow rules (docs/lanes.md) =====
+-- Whether rule r refuses: false when it is shadowed (then it is only counted).
+local function enforced(r)
+  if shadow[r] then
+    shadowed[#shadowed + 1] = r
+    return false
+  end
+  return true
+end
+
+local PRIORITY_CATS = {AUTHENTICATION = true, UTILITY = true}
+
+-- A bulk send may not move a laned bucket's TAT past its reach: the horizon (burst *
+-- interval + max_wait, the furthest any booking reaches) less the reserved share of it.
+-- Returns rule, retry_after, bucket index of the best such refusal (99: none).
+local function reach_refusal(c, bks, s, skip)
+  local best, retry, ref = 99, 0, 0
+  for j = 0, #bks / 5 - 1 do
+    local o = j * 5
+    local rule, k, interval, burst = bks[o + 1], bks[o + 2], bks[o + 3], bks[o + 4]
+    if bks[o + 5] == 1 and (rule == 6 or rule == 7) and not skip[k] then
+      local after = math.max(tat_of(k), s) + interval
+      local horizon = burst * interval + c[4]
+      local reach = now + horizon - math.floor(c[14] * horizon / 1000)
+      if after > reach then
+        if shadow[rule] then
+          shadowed[#shadowed + 1] = rule
+          skip[k] = true
+        elseif rule < best then
+          best, retry, ref = rule, after - reach, j
+        end
+      end
+    end
+  end
+  return best, retry, ref
+end
+-- ===== end lanes =====
+
+-- Message-level rules of message m; returns rule (0: passes), retry_after, status, warned,
+-- priority (a message of the priority lane).
 local function check_message(c, msg, m, otp_tent, otp_keys, otp_msg)
   local o = m * 4
   local msisdn, tpl, otp, kotp = msg[o + 1], msg[o + 2], msg[o + 3], msg[o + 4]
-  if redis.call('SISMEMBER', KEYS[c[5]], msisdn) == 1 then return 1, 0, false, false end
+  if redis.call('SISMEMBER', KEYS[c[5]], msisdn) == 1 and enforced(1) then
+    return 1, 0, false, false
+  end
   local cat, warned = false, false
   if tpl ~= '' then
     local rec
@@ -142,12 +194,15 @@ local function check_message(c, msg, m, otp_tent, otp_keys, otp_msg)
     else rec = template_of(c[7], tpl) end
     if rec then cat = rec[2] end
     if c[2] > 0 and not consented(c[6], msisdn, cat) then
-      if c[2] == 2 then return 2, 0, false, false end
-      warned = true
+      if c[2] == 2 then
+        if enforced(2) then return 2, 0, false, false end
+      else
+        warned = true
+      end
     end
     if rec then
-      if rec[1] ~= 'APPROVED' then return 3, 0, rec[1], false end
-    elseif c[3] == 0 then
+      if rec[1] ~= 'APPROVED' and enforced(3) then return 3, 0, rec[1], false end
+    elseif c[3] == 0 and enforced(3) then
       return 3, 0, false, false
     end
   end
@@ -155,12 +210,15 @@ local function check_message(c, msg, m, otp_tent, otp_keys, otp_msg)
     local interval = c[9]
     local cur = otp_tent[kotp] or tat_of(kotp)
     local sb = cur + interval - c[10] * interval
-    if sb > now then return 4, sb - now, false, false end
-    otp_tent[kotp] = math.max(cur, now) + interval
-    otp_keys[#otp_keys + 1] = kotp
-    otp_msg[#otp_msg + 1] = m
+    if sb > now then
+      if enforced(4) then return 4, sb - now, false, false end
+    else
+      otp_tent[kotp] = math.max(cur, now) + interval
+      otp_keys[#otp_keys + 1] = kotp
+      otp_msg[#otp_msg + 1] = m
+    end
   end
-  return 0, 0, false, warned
+  return 0, 0, false, warned, otp == 1 or (cat and PRIORITY_CATS[cat]) or false
 end
 
 local otp_msg -- the current request's OTP messages (0-based), in otp_keys order
@@ -170,8 +228,11 @@ local function decide(c)
   local dropped, uncons, otp_tent, otp_keys = {}, {}, {}, {}
   otp_msg = {}
   local nmsg = #msg / 4
+  local all_prio = true
+  shadowed, prio = {}, false
   for m = 0, nmsg - 1 do
-    local rule, retry, status, warned = check_message(c, msg, m, otp_tent, otp_keys, otp_msg)
+    local rule, retry, status, warned, p = check_message(c, msg, m, otp_tent, otp_keys, otp_msg)
+    if rule == 0 and not p then all_prio = false end
     if rule ~= 0 then
       if c[1] == 0 then
         push(1) push(rule) push(retry) push(status) push(m)
@@ -188,9 +249,11 @@ local function decide(c)
     return tail(dropped, uncons)
   end
 
+  if c[15] > 0 then prio = c[15] == 1 else prio = nmsg > 0 and all_prio end
   local max_wait, cool = c[4], 0
   if c[8] ~= 0 then cool = cooldown_end(c[8]) end
-  local s, best, retry, ref, has_sub = now, 99, 0, 0, false
+  local s, best, retry, ref, has_sub, sref = now, 99, 0, 0, false, -1
+  local skip = {}
   local nb = #bks / 5
   for j = 0, nb - 1 do
     local o = j * 5
@@ -200,20 +263,40 @@ local function decide(c)
       has_sub = true
       if cool > sb then sb = cool end
     end
-    if sb > s then s = sb end
-    if rule < best then
-      if bks[o + 5] == 0 then
-        if sb > now then best, retry, ref = rule, sb - now, j end
-      elseif sb - now > max_wait then
-        best, retry, ref = rule, math.max(1, sb - now - max_wait), j
+    local over, r_retry = false, 0
+    if bks[o + 5] == 0 then
+      if sb > now then over, r_retry = true, sb - now end
+    elseif sb - now > max_wait then
+      over, r_retry = true, math.max(1, sb - now - max_wait)
+    end
+    if shadow[rule] then
+      if over then
+        shadowed[#shadowed + 1] = rule
+        skip[k] = true
       end
+    else
+      if sb > s then s, sref = sb, j end
+      if over and rule < best then best, retry, ref = rule, r_retry, j end
     end
   end
   if not has_sub and cool > now then
-    if cool > s then s = cool end
-    if cool - now > max_wait and best > 6 then
-      best, retry, ref = 6, math.max(1, cool - now - max_wait), -1
+    if shadow[6] then
+      if cool - now > max_wait then shadowed[#shadowed + 1] = 6 end
+    else
+      if cool > s then s = cool end
+      if cool - now > max_wait and best > 6 then
+        best, retry, ref = 6, math.max(1, cool - now - max_wait), -1
+      end
     end
+  end
+  if c[14] > 0 and not prio then
+    local r, rr, rf = reach_refusal(c, bks, s, skip)
+    if r < best then best, retry, ref = r, rr, rf end
+  end
+  local deadline = c[16]
+  if prio then deadline = c[17] end
+  if deadline > 0 and s - now > deadline and best >= 6 and enforced(8) then
+    best, retry, ref = 8, s - now, sref
   end
   if best < 99 then
     push(1) push(best) push(retry) push(false) push(ref)
@@ -225,8 +308,9 @@ local function decide(c)
   booked_at = s
   for j = 0, nb - 1 do
     local o = j * 5
-    local interval, burst = bks[o + 3], bks[o + 4]
-    local v = book(bks[o + 2], s, interval)
+    local k, interval, burst = bks[o + 2], bks[o + 3], bks[o + 4]
+    local v
+    if skip[k] then v = tat_of(k) else v = book(k, s, interval) end
     push(math.max(0, math.floor((burst * interval - (v - now)) / interval)))
   end
   if #otp_keys > 0 then
@@ -239,7 +323,7 @@ local function decide(c)
         seen[#seen + 1] = string.format('%.0f', v)
       end
     end
-    if #seen > 0 then
+    if #seen > 0 and c[19] == 0 then
       redis.call('XADD', KEYS[c[13]], 'MAXLEN', '~', 100000, '*', 'k', 'p', 'm', '',
                  'v', cjson.encode(seen))
       redis.call('PEXPIRE', KEYS[c[13]], 3600000) -- an idle account's stream goes in an hour
@@ -250,8 +334,20 @@ end
 
 local booked = {}
 for i = 1, #checks do
+  local c = checks[i]
   if foreign then journal, booked_at = {}, 0 end
-  decide(checks[i])
+  shadow = {}
+  for _, r in ipairs(c[18]) do shadow[r] = true end
+  if c[19] == 1 then undo, journal = {}, nil end
+  decide(c)
+  if undo then -- a dry run: what it booked in memory is put back, nothing is written
+    for k, u in pairs(undo) do
+      tats[k] = u[1]
+      if u[2] then dirty[k] = true else dirty[k] = nil end
+    end
+    undo, booked_at = nil, 0
+    if foreign then journal = {} end
+  end
   if foreign then booked[i] = {booked_at, journal} end
 end
 

@@ -24,6 +24,7 @@ class Client:
     end_user_ip_from_xff: bool
     accounts: frozenset[str] = frozenset()  # /accounts/{id}/ paths it may call; "*" = any
     public_form: bool = False  # its sends need a CAPTCHA token (gateway/captcha.py)
+    deadlines_ms: tuple[int, int] = (0, 0)  # (bulk, priority); 0: [limits]' (docs/lanes.md)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "subaccounts", frozenset(map(subaccount_key, self.subaccounts)))
@@ -58,10 +59,13 @@ class Clients:
                 c.end_user_ip_from_xff,
                 frozenset(c.accounts),
                 c.public_form,
+                (c.deadline_ms, c.priority_deadline_ms),
             )
             self._entries.extend((bytes.fromhex(h), client) for h in c.token_sha256)
 
-    def authenticate(self, authorization: str | None, remote: str | None) -> Client:
+    def authenticate(
+        self, authorization: str | None, remote: str | None, *, check_address: bool = True
+    ) -> Client:
         token = bearer(authorization)
         digest = hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
         found: Client | None = None
@@ -70,7 +74,7 @@ class Clients:
                 found = client
         if found is None:
             raise GatewayError("auth.invalid", "unknown client token")
-        if found.allowed and not in_networks(remote, found.allowed):
+        if check_address and found.allowed and not in_networks(remote, found.allowed):
             raise GatewayError("auth.address", "this client may not call from this address")
         return found
 

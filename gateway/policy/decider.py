@@ -44,7 +44,7 @@ import structlog
 
 from gateway.store import keys
 from gateway.store.base import BucketSpec, Decision, OtpSpec, SendCheck, Store
-from gateway.store.gcra import AUTHENTICATION
+from gateway.store.gcra import AUTHENTICATION, LANED
 from gateway.store.memory import MemoryStore
 from gateway.store.snapshot import Compliance, SnapshotStore
 
@@ -266,7 +266,7 @@ class Decider:
         (lua/spend.lua), best effort, one call in flight at a time, the rest gathered for
         the next. A store that is really down refuses them at no cost."""
         for check, decision in zip(checks, decisions, strict=True):
-            if decision.refusal is not None:
+            if decision.refusal is not None or check.dry_run:  # a dry run booked nothing
                 continue
             if check.messages and len(decision.dropped) == len(check.messages):
                 continue
@@ -347,14 +347,20 @@ class Decider:
     async def _start_local(self, checks: list[SendCheck]) -> None:
         """A capacity bucket met for the first time in this outage starts busy for a burst
         plus `max_wait`: the shared store may have booked those slots already, and the
-        switch must not let a one-second window overflow."""
+        switch must not let a one-second window overflow. A laned bucket starts busy as
+        far as bulk sends may book it: its reserved share is taken as free."""
         holds = []
         for check in checks:
             for bucket in check.buckets:
                 if bucket.shapeable and bucket.key not in self._outage:
                     self._outage[bucket.key] = bucket
                     local = _divided(bucket, self.divisor)
-                    holds.append((bucket.key, local.interval_us * local.burst + check.max_wait_us))
+                    busy = local.interval_us * local.burst + check.max_wait_us
+                    if check.reserve_pm and bucket.rule in LANED:
+                        # as far as bulk sends may have booked it (docs/lanes.md): a bulk send
+                        # at the switch waits instead of being refused for the reserve
+                        busy = busy - check.reserve_pm * busy // 1000 - local.interval_us
+                    holds.append((bucket.key, busy))
         if holds:
             await self.local.hold_buckets(holds)
 

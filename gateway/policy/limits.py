@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from gateway.config import Config, subaccount_key
+from gateway.policy.lanes import shadow_rules
 from gateway.routes import Kind, Route
 from gateway.store import keys
 from gateway.store.base import BucketSpec, MessageCheck, OtpSpec, Rule, SendCheck
@@ -63,6 +64,10 @@ class LimitPlan:
         self.opt_in = cfg.policy.opt_in
         self.unknown_allowed = cfg.policy.unknown_template == "allow"
         self._subs: dict[str, tuple[str, BucketSpec, str]] = {}
+        # docs/lanes.md
+        self.reserve_pm = round(lim.reserved_share * 1000)
+        self.shadow = shadow_rules(lim.shadow)
+        self.deadlines_ms = (lim.deadline_ms, lim.priority_deadline_ms)
 
     def subaccount(self, subaccount: str) -> tuple[str, BucketSpec, str]:
         """(account, bucket, cool-down key) of a subaccount."""
@@ -108,9 +113,12 @@ class LimitPlan:
         route: Route,
         messages: tuple[MessageCheck, ...],
         end_user_ips: str | Sequence[str] | None,
+        deadlines_us: tuple[int, int] = (0, 0),
+        lane: int = 0,
     ) -> SendCheck:
         """A request's check; every end user it names (an SMS batch may name several) has its
-        own bucket, and any of them refusing refuses the whole request."""
+        own bucket, and any of them refusing refuses the whole request. `deadlines_us`:
+        (bulk, priority), 0 none; `lane`: 0 from the messages (docs/lanes.md)."""
         sub = route.subaccount if route.subaccount is not None else self.booked_for(route.account)
         capacity: tuple[BucketSpec, ...]
         if sub is None:  # an account with no configured subaccount, or GET /files/{name}
@@ -134,6 +142,11 @@ class LimitPlan:
             opt_in=self.opt_in,
             unknown_template_allowed=self.unknown_allowed,
             max_wait_us=self.max_wait_us,
+            reserve_pm=self.reserve_pm,
+            lane=lane,
+            deadline_us=deadlines_us[0],
+            priority_deadline_us=deadlines_us[1],
+            shadow=self.shadow,
         )
 
     def all_buckets(self) -> dict[str, dict[str, int]]:

@@ -27,6 +27,8 @@ class Rule(StrEnum):
     END_USER_IP = "rate_limited.end_user_ip"
     SUBACCOUNT = "rate_limited.subaccount"
     EGRESS_IP = "rate_limited.egress_ip"
+    # the send's slot is later than its deadline allows (X-Send-Deadline-Ms, docs/lanes.md)
+    DEADLINE = "rate_limited.deadline"
 
 
 #: Rules that drop one message of a batch instead of refusing the whole request.
@@ -87,6 +89,22 @@ class SendCheck:
     opt_in: str = "enforce"  # enforce | warn | off
     unknown_template_allowed: bool = False
     max_wait_us: int = 0
+    # --- docs/lanes.md: lanes, deadlines, shadow rules, dry runs
+    # the part of each shapeable subaccount and egress-IP bucket's TAT horizon (burst *
+    # interval + max_wait) that bulk sends may not book, in per mille (0: no lanes)
+    reserve_pm: int = 0
+    lane: int = 0  # 0: from the messages (priority when every one is), 1 priority, 2 bulk
+    deadline_us: int = 0  # bulk sends: refuse when the slot is later than now + this (0: none)
+    priority_deadline_us: int = 0  # likewise for priority sends
+    shadow: frozenset[Rule] = frozenset()  # rules that only count (gateway_shadow_refusals)
+    dry_run: bool = False  # decide, book nothing (POST /admin/v1/decide)
+
+
+#: `SendCheck.lane`: 0 from the messages, PRIORITY or BULK forced
+PRIORITY = 1
+BULK = 2
+#: template categories of the priority lane (with OTPs: Verify, AUTHENTICATION)
+PRIORITY_CATEGORIES = frozenset({"AUTHENTICATION", "UTILITY"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +136,9 @@ class Decision:
     # the booked slot, µs since the epoch on the store's clock (0: unknown); the instant
     # the send should leave, whatever the round trip took (gateway/policy/pacing.py)
     slot_us: int = field(default=0, compare=False)
+    # rules in `SendCheck.shadow` that would have refused the send or one of its messages
+    shadowed: tuple[Rule, ...] = ()
+    priority: bool = False  # decided in the priority lane (docs/lanes.md)
 
 
 @dataclass(frozen=True, slots=True)

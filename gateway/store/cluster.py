@@ -103,8 +103,10 @@ class _Request:
     failed: tuple[BucketSpec, int] | None = None  # a bucket that could not book, its slot
 
     def away(self) -> list[BucketSpec]:
-        """Its buckets on other slots than its account's."""
-        return [b for b in self.check.buckets if slot_of(b.key) != self.home]
+        """Its buckets on other slots than its account's, but a shadowed one that would
+        have refused (not booked: docs/lanes.md)."""
+        gone = self.decision.shadowed
+        return [b for b in self.check.buckets if slot_of(b.key) != self.home and b.rule not in gone]
 
 
 # replies that mean "ask the cluster client": it follows the redirect, waits out a failover
@@ -219,7 +221,9 @@ class SlotSplit:
                 bucket, slot = r.failed
                 refusal = Refusal(bucket.rule, max(1, slot - r.at), bucket=bucket)
                 out[r.index] = Decision(refusal=refusal, dropped=r.decision.dropped,
-                                        unconsented=r.decision.unconsented)  # fmt: skip
+                                        unconsented=r.decision.unconsented,
+                                        shadowed=r.decision.shadowed,
+                                        priority=r.decision.priority)  # fmt: skip
             else:
                 retry.append(r.index)
         return retry

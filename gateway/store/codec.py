@@ -78,6 +78,8 @@ def encode_split(
             ix(c.cooldown_key) if c.cooldown_key else 0,
             c.otp.interval_us, c.otp.burst, bks, msgs,
             ix(keys.changes(account)) if any_otp else 0,
+            c.reserve_pm, c.lane, c.deadline_us, c.priority_deadline_us,
+            sorted(CODE[r] for r in c.shadow), int(c.dry_run),
         ))  # fmt: skip
     return names, others, orjson.dumps(payload)
 
@@ -113,7 +115,12 @@ def decode_from(checks: Sequence[SendCheck], reply: Sequence[Any]) -> tuple[list
         n = reply[i]
         unconsented = tuple(reply[i + 1 : i + 1 + n])
         i += 1 + n
-        out.append(Decision(wait, refusal, dropped, unconsented, remaining))
+        n = reply[i]
+        shadowed = tuple(RULES[r - 1] for r in reply[i + 1 : i + 1 + n])
+        priority = bool(reply[i + 1 + n])
+        i += 2 + n
+        out.append(Decision(wait, refusal, dropped, unconsented, remaining,
+                            shadowed=shadowed, priority=priority))  # fmt: skip
     if i < len(reply):  # the server's now: each allowed request's slot
         now = int(reply[i])
         out = [replace(d, slot_us=now + d.wait_us) if d.remaining else d for d in out]

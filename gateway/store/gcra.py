@@ -12,7 +12,15 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 from gateway.store import keys
-from gateway.store.base import BucketSpec, Decision, Refusal, Rule, SendCheck
+from gateway.store.base import (
+    PRIORITY,
+    PRIORITY_CATEGORIES,
+    BucketSpec,
+    Decision,
+    Refusal,
+    Rule,
+    SendCheck,
+)
 
 #: Rules in the order refusals win (Rule is a StrEnum: its own `<` compares text).
 RANK = {rule: i for i, rule in enumerate(Rule)}
@@ -74,13 +82,22 @@ class View(Protocol):
 
 
 def _message_rule(
-    view: View, check: SendCheck, index: int, otp_tent: dict[str, int], now: int
-) -> tuple[Rule | None, int, str | None, bool, str | None]:
-    """(rule or None, retry_after, status, unconsented, OTP key to book) of one message."""
+    view: View,
+    check: SendCheck,
+    index: int,
+    otp_tent: dict[str, int],
+    now: int,
+    shadowed: list[Rule],
+) -> tuple[Rule | None, int, str | None, bool, str | None, bool]:
+    """(rule or None, retry_after, status, unconsented, OTP key to book, priority) of one
+    message. A rule in `check.shadow` that would refuse is added to `shadowed` instead."""
     msg = check.messages[index]
     account = check.account
+    shadow = check.shadow
     if view.opted_out(account, msg.msisdn):
-        return Rule.OPTED_OUT, 0, None, False, None
+        if Rule.OPTED_OUT not in shadow:
+            return Rule.OPTED_OUT, 0, None, False, None, False
+        shadowed.append(Rule.OPTED_OUT)
     category, warned = None, False
     if msg.template or msg.category:
         # a category alone: 8x8 makes the template (Direct Send), no registry entry to read
@@ -91,80 +108,196 @@ def _message_rule(
         if check.opt_in != "off":
             cats = view.consent_categories(account, msg.msisdn)
             if cats is None or (category is not None and category not in {c.upper() for c in cats}):
+                if check.opt_in == "enforce" and Rule.NO_CONSENT not in shadow:
+                    return Rule.NO_CONSENT, 0, None, False, None, False
                 if check.opt_in == "enforce":
-                    return Rule.NO_CONSENT, 0, None, False, None
-                warned = True
-        if state is None:
-            if not check.unknown_template_allowed:
-                return Rule.TEMPLATE, 0, None, False, None
-        elif state[0] != APPROVED:
-            return Rule.TEMPLATE, 0, state[0], False, None
+                    shadowed.append(Rule.NO_CONSENT)
+                else:
+                    warned = True
+        inactive = state[0] != APPROVED if state else not check.unknown_template_allowed
+        if inactive:
+            if Rule.TEMPLATE not in shadow:
+                status = state[0] if state else None
+                return Rule.TEMPLATE, 0, status, False, None, False
+            shadowed.append(Rule.TEMPLATE)
     otp_key = None
     if msg.otp or category == AUTHENTICATION:
-        otp_key = keys.otp_bucket(account, msg.msisdn)
+        key = keys.otp_bucket(account, msg.msisdn)
         interval = check.otp.interval_us
-        cur = otp_tent.get(otp_key)
+        cur = otp_tent.get(key)
         if cur is None:
-            cur = view.tat(otp_key, now)
+            cur = view.tat(key, now)
         slot = earliest(cur, interval, check.otp.burst, now)
-        if slot > now:
-            return Rule.OTP, slot - now, None, False, None
-        otp_tent[otp_key] = max(cur, now) + interval
-    return None, 0, None, warned, otp_key
+        if slot > now and Rule.OTP not in shadow:
+            return Rule.OTP, slot - now, None, False, None, False
+        if slot > now:  # shadowed: goes, books nothing for the rule it broke
+            shadowed.append(Rule.OTP)
+        else:
+            otp_tent[key] = max(cur, now) + interval
+            otp_key = key
+    priority = msg.otp or category in PRIORITY_CATEGORIES
+    return None, 0, None, warned, otp_key, priority
 
 
-def _bucket_refusal(view: View, check: SendCheck, now: int) -> tuple[int, Refusal | None]:
-    """(common booking instant, refusal or None) of the request-level buckets."""
+#: the buckets bulk sends see without their reserved share (docs/lanes.md)
+LANED = frozenset({Rule.SUBACCOUNT, Rule.EGRESS_IP})
+
+
+def bulk_reach(spec: BucketSpec, check: SendCheck, now: int) -> int:
+    """The furthest a bulk send may move a laned bucket's TAT: its horizon (burst x interval
+    + max_wait, the furthest any booking may reach) less the reserved share of it."""
+    horizon = spec.burst * spec.interval_us + check.max_wait_us
+    return now + horizon - check.reserve_pm * horizon // 1000
+
+
+def _reach_refusal(
+    view: View, check: SendCheck, now: int, slot: int, shadowed: list[Rule], skip: set[str]
+) -> Refusal | None:
+    """A bulk send's refusal by a laned bucket whose TAT it would move past its reach."""
+    best = None
+    for spec in check.buckets:
+        if not spec.shapeable or spec.rule not in LANED or spec.key in skip:
+            continue
+        after = max(view.tat(spec.key, now), slot) + spec.interval_us
+        reach = bulk_reach(spec, check, now)
+        if after > reach:
+            if spec.rule in check.shadow:
+                shadowed.append(spec.rule)
+                skip.add(spec.key)
+            elif best is None or RANK[spec.rule] < RANK[best.rule]:
+                best = Refusal(spec.rule, after - reach, bucket=spec)
+    return best
+
+
+def _spec_refusal(spec: BucketSpec, sb: int, check: SendCheck, now: int) -> Refusal | None:
+    if not spec.shapeable:
+        return Refusal(spec.rule, sb - now, bucket=spec) if sb > now else None
+    if sb - now > check.max_wait_us:
+        return Refusal(spec.rule, max(1, sb - now - check.max_wait_us), bucket=spec)
+    return None
+
+
+def _bucket_refusal(
+    view: View, check: SendCheck, now: int, priority: bool, shadowed: list[Rule]
+) -> tuple[int, Refusal | None, frozenset[str]]:
+    """(common booking instant, refusal or None, keys of shadowed buckets that would have
+    refused: not booked) of the request-level buckets."""
     cool = view.cooldown_end(check.cooldown_key, now) if check.cooldown_key else 0
     slot, best, has_sub = now, None, False
+    slot_spec: BucketSpec | None = None
+    skip: set[str] = set()
     for spec in check.buckets:
         sb = earliest(view.tat(spec.key, now), spec.interval_us, spec.burst, now)
         if spec.rule is Rule.SUBACCOUNT:
             has_sub, sb = True, max(sb, cool)
-        slot = max(slot, sb)
-        if best is None or RANK[spec.rule] < RANK[best.rule]:
-            if not spec.shapeable:
-                if sb > now:
-                    best = Refusal(spec.rule, sb - now, bucket=spec)
-            elif sb - now > check.max_wait_us:
-                best = Refusal(spec.rule, max(1, sb - now - check.max_wait_us), bucket=spec)
+        over = _spec_refusal(spec, sb, check, now)
+        if spec.rule in check.shadow:
+            if over is not None:
+                shadowed.append(spec.rule)
+                skip.add(spec.key)
+            continue
+        if sb > slot:
+            slot, slot_spec = sb, spec
+        if over is not None and (best is None or RANK[spec.rule] < RANK[best.rule]):
+            best = over
     if not has_sub and cool > now:
-        slot = max(slot, cool)
-        if cool - now > check.max_wait_us and (best is None or best.rule is Rule.EGRESS_IP):
-            best = Refusal(Rule.SUBACCOUNT, max(1, cool - now - check.max_wait_us))
-    return slot, best
+        if Rule.SUBACCOUNT in check.shadow:
+            if cool - now > check.max_wait_us:
+                shadowed.append(Rule.SUBACCOUNT)
+        else:
+            slot = max(slot, cool)
+            if cool - now > check.max_wait_us and (best is None or best.rule is Rule.EGRESS_IP):
+                best = Refusal(Rule.SUBACCOUNT, max(1, cool - now - check.max_wait_us))
+    if check.reserve_pm and not priority:
+        over = _reach_refusal(view, check, now, slot, shadowed, skip)
+        if over is not None and (best is None or RANK[over.rule] < RANK[best.rule]):
+            best = over
+    deadline = check.priority_deadline_us if priority else check.deadline_us
+    if deadline and slot - now > deadline and (best is None or best.rule in LANED):
+        if Rule.DEADLINE in check.shadow:
+            shadowed.append(Rule.DEADLINE)
+        else:
+            best = Refusal(Rule.DEADLINE, slot - now, bucket=slot_spec)
+    return slot, best, frozenset(skip)
+
+
+class _DryView:
+    """A View that reads through to another and keeps its own writes (a dry run)."""
+
+    def __init__(self, view: View) -> None:
+        self._view = view
+        self._tats: dict[str, int] = {}
+
+    def opted_out(self, account: str, msisdn: str) -> bool:
+        return self._view.opted_out(account, msisdn)
+
+    def consent_categories(self, account: str, msisdn: str) -> tuple[str, ...] | None:
+        return self._view.consent_categories(account, msisdn)
+
+    def template_state(self, account: str, template: str) -> tuple[str, str | None] | None:
+        return self._view.template_state(account, template)
+
+    def tat(self, key: str, now: int) -> int:
+        found = self._tats.get(key)
+        return self._view.tat(key, now) if found is None else found
+
+    def set_tat(self, key: str, tat: int, now: int) -> None:
+        self._tats[key] = tat
+
+    def cooldown_end(self, key: str, now: int) -> int:
+        return self._view.cooldown_end(key, now)
 
 
 def decide(view: View, check: SendCheck, now: int) -> Decision:
-    """One request, atomically: refuse (nothing consumed) or book every bucket at once."""
+    """One request, atomically: refuse (nothing consumed) or book every bucket at once.
+    A dry run decides the same and writes nothing."""
+    if check.dry_run:
+        view = _DryView(view)
     dropped: list[tuple[int, Rule]] = []
     unconsented: list[int] = []
     otp_tent: dict[str, int] = {}
     otp_keys: list[str] = []
+    shadowed: list[Rule] = []
+    all_priority = True  # every message kept so far is a priority one
     for index in range(len(check.messages)):
-        rule, retry, status, warned, otp_key = _message_rule(view, check, index, otp_tent, now)
+        rule, retry, status, warned, otp_key, prio = _message_rule(
+            view, check, index, otp_tent, now, shadowed
+        )
         if rule is not None:
             if not check.batch:
                 bucket = None
                 if rule is Rule.OTP:
                     bucket = otp_bucket_spec(check, check.messages[index].msisdn)
                 refusal = Refusal(rule, retry, status, bucket)
-                return Decision(refusal=refusal, unconsented=tuple(unconsented))
+                return Decision(
+                    refusal=refusal, unconsented=tuple(unconsented), shadowed=tuple(shadowed)
+                )
             dropped.append((index, rule))
             continue
+        all_priority = all_priority and prio
         if warned:
             unconsented.append(index)
         if otp_key is not None:
             otp_keys.append(otp_key)
     if check.messages and len(dropped) == len(check.messages):
-        return Decision(dropped=tuple(dropped))
-    slot, over = _bucket_refusal(view, check, now)
+        return Decision(dropped=tuple(dropped), shadowed=tuple(shadowed))
+    # no messages (not a send): bulk; a lane given (pacing's fresh slot) wins
+    priority = check.lane == PRIORITY if check.lane else bool(check.messages) and all_priority
+    slot, over, skip = _bucket_refusal(view, check, now, priority, shadowed)
     if over is not None:
-        return Decision(refusal=over, dropped=tuple(dropped), unconsented=tuple(unconsented))
+        return Decision(
+            refusal=over,
+            dropped=tuple(dropped),
+            unconsented=tuple(unconsented),
+            shadowed=tuple(shadowed),
+            priority=priority,
+        )
     remaining = []
     for spec in check.buckets:
-        tat = max(view.tat(spec.key, now), slot) + spec.interval_us
-        view.set_tat(spec.key, tat, now)
+        tat = view.tat(spec.key, now)
+        if spec.key not in skip:
+            tat = max(tat, slot) + spec.interval_us
+            view.set_tat(spec.key, tat, now)
         left = (spec.burst * spec.interval_us - (tat - now)) // spec.interval_us
         remaining.append((spec.rule, max(0, left)))
     for key in otp_keys:
@@ -175,4 +308,6 @@ def decide(view: View, check: SendCheck, now: int) -> Decision:
         dropped=tuple(dropped),
         unconsented=tuple(unconsented),
         remaining=tuple(remaining),
+        shadowed=tuple(shadowed),
+        priority=priority,
     )

@@ -30,6 +30,8 @@ from redis.asyncio import Redis, RedisCluster
 
 from gateway.store import gcra, keys
 from gateway.store.base import (
+    BULK,
+    PRIORITY,
     BucketFill,
     BucketSpec,
     ConsentRecord,
@@ -135,6 +137,8 @@ class RedisStore:
         bookings, so the whole request is still all-or-nothing."""
         dropped: list[tuple[int, Any]] = []
         uncons: list[int] = []
+        shadowed: list[Any] = []
+        priority = True  # every chunk's kept messages are priority ones (docs/lanes.md)
         n = len(check.messages)
         for start in range(0, n, CHUNK):
             part = replace(check, messages=check.messages[start : start + CHUNK], buckets=(),
@@ -142,13 +146,18 @@ class RedisStore:
             (found,) = await self._call((part,), journal)
             dropped += ((start + i, rule) for i, rule in found.dropped)
             uncons += (start + i for i in found.unconsented)
+            shadowed += found.shadowed
+            if len(found.dropped) < len(part.messages):
+                priority = priority and found.priority
         if len(dropped) == n:
-            return Decision(dropped=tuple(dropped))
-        (found,) = await self._call((replace(check, messages=()),), journal)
+            return Decision(dropped=tuple(dropped), shadowed=tuple(shadowed))
+        lane = check.lane or (PRIORITY if priority else BULK)
+        (found,) = await self._call((replace(check, messages=(), lane=lane),), journal)
         if found.refusal is not None:
             await self._canceller.cancel(journal)
         return Decision(found.wait_us, found.refusal, tuple(dropped), tuple(uncons),
-                        found.remaining, found.slot_us)  # fmt: skip
+                        found.remaining, found.slot_us, (*shadowed, *found.shadowed),
+                        found.priority)  # fmt: skip
 
     async def set_cooldown(self, key: str, duration_us: int) -> None:
         await self._cooldown(self.client, (key,), (max(1, -(-duration_us // 1000)),))

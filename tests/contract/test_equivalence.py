@@ -62,6 +62,7 @@ def scenario(seed: int) -> tuple[list[tuple[str, object]], list[SendCheck]]:
         Rule.EGRESS_IP: [bucket(rng, Rule.EGRESS_IP, keys.egress_bucket("default"))],
     }  # fmt: skip
     otp = OtpSpec(rng.choice([1 * US, 60 * US]), rng.randint(1, 2), 1, 60)
+    lanes = random.Random(seed + 100_000)  # docs/lanes.md fields, apart from the draws above
     checks = []
     for _ in range(rng.randint(5, 25)):
         messages = tuple(
@@ -77,6 +78,11 @@ def scenario(seed: int) -> tuple[list[tuple[str, object]], list[SendCheck]]:
             opt_in=rng.choice(["enforce", "warn", "off"]),
             unknown_template_allowed=rng.random() < 0.5,
             max_wait_us=rng.choice([0, 100 * MS, 5 * US]),
+            reserve_pm=lanes.choice([0, 200, 500]), lane=lanes.choice([0, 0, 1, 2]),
+            deadline_us=lanes.choice([0, 0, 100 * MS, 3 * US]),
+            priority_deadline_us=lanes.choice([0, 50 * MS]),
+            shadow=frozenset(r for r in Rule if lanes.random() < 0.15),
+            dry_run=lanes.random() < 0.2,
         ))  # fmt: skip
     return setup, checks
 

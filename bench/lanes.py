@@ -1,0 +1,156 @@
+"""The lanes scenario (docs/lanes.md): one subaccount flooded with MARKETING sends at twice
+its rate while OTP sends arrive at a low rate. Reports, per `limits.reserved_share`, the
+OTP sends' added wait (p50, p99, max) and refusals, and the share of the subaccount's
+capacity MARKETING still used.
+
+Decisions go through the gateway's own path (LimitPlan -> Decider -> RedisStore ->
+lua/decide.lua on a real redis-server) in real time, open loop (Poisson arrivals); the
+added wait is the one the decision books (`Decision.wait_us`: what pacing then sleeps).
+HTTP and forwarding are left out: they add the same to every lane.
+
+    .venv/bin/python -m bench.lanes --out bench/out/lanes
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from redis.asyncio import Redis
+
+from bench import charts
+from gateway.configschema import Config, LimitsConfig, PolicyConfig
+from gateway.policy.decider import Decider
+from gateway.policy.limits import LimitPlan
+from gateway.routes import match
+from gateway.store.base import Decision, MessageCheck, Store, TemplateRecord
+from gateway.store.redis import RedisStore
+from tests.support.redisproc import RedisServer
+
+SUB = "acme_main"
+PATH = f"/chatapps/api/v1/subaccounts/{SUB}/messages"
+NOW = "2026-12-01T00:00:00Z"
+
+
+def _pct(values: list[float], q: float) -> float:
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def run_once(
+    store: Store, share: float, rps: int, flood: float, otp_rate: float, duration_s: float,
+    max_wait_ms: int, seed: int,
+) -> dict[str, Any]:  # fmt: skip
+    """One run: MARKETING at `flood` x `rps`, OTP at `otp_rate`, for `duration_s`."""
+    cfg = Config(
+        limits=LimitsConfig(subaccount_rps=rps, subaccount_burst=max(1, rps // 50),
+                            reserved_share=share, max_wait_ms=max_wait_ms),
+        policy=PolicyConfig(opt_in="off"),
+    )  # fmt: skip
+    plan = LimitPlan(cfg)
+    route = match("POST", PATH)
+    assert route is not None
+    await store.template_put("acme", TemplateRecord("promo", "en", "APPROVED", "MARKETING",
+                                                    None, NOW))  # fmt: skip
+    decider = Decider(store, timeout_s=1.0)
+    rng = random.Random(seed)
+    results: dict[str, list[Decision]] = {"marketing": [], "otp": []}
+    tasks: list[asyncio.Task[None]] = []
+
+    async def one(kind: str, n: int) -> None:
+        number = f"+65{(8 if kind == 'otp' else 9)}{seed:02d}{n:05d}"
+        m = MessageCheck(number, otp=True) if kind == "otp" else MessageCheck(number, "promo:en")
+        check = plan.check(route, (m,), None)
+        results[kind].append(await decider.decide(replace(check)))
+
+    async def arrivals(kind: str, rate: float) -> None:
+        start = time.monotonic()
+        at, n = 0.0, 0
+        while True:
+            at += rng.expovariate(rate)
+            if at >= duration_s:
+                return
+            delay = start + at - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one(kind, n)))
+            n += 1
+
+    started = time.monotonic()
+    await asyncio.gather(arrivals("marketing", flood * rps), arrivals("otp", otp_rate))
+    await asyncio.gather(*tasks)
+    elapsed = time.monotonic() - started
+    await decider.close()
+    bucket = plan.subaccount(SUB)[1]
+    capacity = 1e6 / bucket.interval_us  # sends per second the bucket emits, sustained
+    otp_waits = [d.wait_us / 1000 for d in results["otp"] if d.refusal is None]
+    mkt_ok = sum(d.refusal is None for d in results["marketing"])
+    otp_ok = len(otp_waits)
+    return {
+        "reserved_share": share,
+        "otp_sent": len(results["otp"]),
+        "otp_refused": len(results["otp"]) - otp_ok,
+        "otp_wait_ms": {
+            "p50": _pct(otp_waits, 0.5),
+            "p99": _pct(otp_waits, 0.99),
+            "max": max(otp_waits, default=0.0),
+        },
+        "otp_waits_ms": otp_waits,
+        "marketing_offered": len(results["marketing"]),
+        "marketing_allowed": mkt_ok,
+        "marketing_share_of_capacity": round(mkt_ok / (capacity * elapsed), 3),
+        "capacity_used": round((mkt_ok + otp_ok) / (capacity * elapsed), 3),
+    }
+
+
+async def against(url: str, args: argparse.Namespace) -> dict[str, Any]:
+    """Every share of `args.shares` on the Redis at `url` (flushed before each run)."""
+    runs: list[dict[str, Any]] = []
+    for share in args.shares:
+        client = Redis.from_url(url)
+        await client.flushall()
+        store = RedisStore(client)
+        run = await run_once(store, share, args.rps, args.flood, args.otp_rate,
+                             args.duration, args.max_wait_ms, seed=len(runs))  # fmt: skip
+        await store.close()
+        print(json.dumps({k: v for k, v in run.items() if k != "otp_waits_ms"}))
+        runs.append(run)
+    return {
+        "rps": args.rps, "flood": args.flood, "otp_rate": args.otp_rate,
+        "duration_s": args.duration, "max_wait_ms": args.max_wait_ms, "runs": runs,
+    }  # fmt: skip
+
+
+async def main_async(args: argparse.Namespace) -> dict[str, Any]:
+    with RedisServer() as server:
+        return await against(server.url, args)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m bench.lanes", description=__doc__)
+    p.add_argument("--rps", type=int, default=200, help="the subaccount's rps")
+    p.add_argument("--flood", type=float, default=2.0, help="MARKETING offered, x rps")
+    p.add_argument("--otp-rate", type=float, default=20.0, help="OTP sends per second")
+    p.add_argument("--duration", type=float, default=10.0, help="seconds per run")
+    p.add_argument("--max-wait-ms", type=int, default=100)
+    p.add_argument("--shares", type=float, nargs="+", default=[0.0, 0.2, 0.5])
+    p.add_argument("--out", default="bench/out/lanes")
+    args = p.parse_args(argv)
+    result = asyncio.run(main_async(args))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "lanes.json").write_text(json.dumps(result, indent=1))
+    charts.lanes(result, out / "lanes.png")
+    print(f"wrote {out / 'lanes.json'} and {out / 'lanes.png'}")
+
+
+if __name__ == "__main__":
+    main()

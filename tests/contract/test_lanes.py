@@ -1,0 +1,253 @@
+"""Lanes, deadlines, shadow rules and dry runs (docs/lanes.md): the same cases on every
+store, memory twin and lua/decide.lua alike."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from redis.asyncio import Redis, RedisCluster
+
+from gateway.store import keys
+from gateway.store.base import (
+    BULK,
+    PRIORITY,
+    ConsentRecord,
+    MessageCheck,
+    Rule,
+    SendCheck,
+    Store,
+    TemplateRecord,
+)
+from gateway.store.redis import RedisStore
+from tests.contract.conftest import ACCOUNT, MS, US, egress_bucket, msg, send, sub_bucket
+
+X, Y = "+6587654321", "+6591234567"
+NOW = "2024-05-01T10:00:00Z"
+
+
+async def template(store: Store, name: str, category: str, status: str = "APPROVED") -> str:
+    await store.template_put(ACCOUNT, TemplateRecord(name, "en", status, category, None, NOW))
+    await store.consent_put(ACCOUNT, ConsentRecord(X, "web", (category,), NOW))
+    return f"{name}:en"
+
+
+# --- dry run
+
+
+async def test_dry_run_decides_as_a_send_would_and_books_nothing(store: Store):
+    bucket = sub_bucket(interval_us=10 * US, burst=1)
+    dry = replace(send(buckets=(bucket,)), dry_run=True)
+    first, second = await store.decide_many([dry, dry])
+    assert first.refusal is None and second.refusal is None  # the first booked nothing
+    assert (await store.decide(send(buckets=(bucket,)))).refusal is None
+    refusal = (await store.decide(dry)).refusal
+    assert refusal is not None and refusal.rule is Rule.SUBACCOUNT
+
+
+async def test_dry_run_in_a_micro_batch_leaves_the_next_request_alone(store: Store):
+    bucket = sub_bucket(interval_us=10 * US, burst=1)
+    dry = replace(send(msg(X, otp=True), buckets=(bucket,)), dry_run=True)
+    ds = await store.decide_many([dry, send(msg(X, otp=True), buckets=(bucket,))])
+    assert ds[0].refusal is None and ds[1].refusal is None
+    refusal = (await store.decide(dry)).refusal
+    assert refusal is not None and refusal.rule is Rule.OTP
+
+
+async def _every_key(store: RedisStore) -> dict[bytes, bytes | None]:
+    client = store.client
+    if isinstance(client, RedisCluster):
+        names = await client.keys(target_nodes=RedisCluster.PRIMARIES)
+    else:
+        assert isinstance(client, Redis)
+        names = await client.keys()
+    return {name: await client.dump(name) for name in names}
+
+
+async def test_dry_run_leaves_every_redis_key_byte_identical(store: Store):
+    if not isinstance(store, RedisStore):
+        return  # the memory store has no keys to dump; its twin is checked above
+    tpl = await template(store, "welcome", "MARKETING")
+    await store.optout_add(ACCOUNT, Y)
+    bucket = sub_bucket(interval_us=100 * MS, burst=2)
+    real = send(msg(X, otp=True), buckets=(bucket, egress_bucket()), max_wait_us=1 * US)
+    await store.decide_many([real, send(msg(X, template=tpl), buckets=(bucket,))])
+    before = await _every_key(store)
+    assert before
+    checks = [
+        send(msg(X, template=tpl), buckets=(bucket, egress_bucket()), max_wait_us=1 * US),
+        send(msg("+6580000001", otp=True), buckets=(bucket,), max_wait_us=1 * US),
+        send(
+            msg(X, template=tpl),
+            msg(Y),
+            msg("+6580000002", otp=True),
+            batch=True,
+            buckets=(bucket, egress_bucket()),
+            max_wait_us=1 * US,
+        ),
+        send(msg(X, otp=True), buckets=(bucket,)),  # refused: OTP
+        send(buckets=(bucket,)),  # refused: subaccount, no wait allowed
+    ]
+    ds = await store.decide_many([replace(c, dry_run=True) for c in checks])
+    assert ds[0].refusal is None and ds[0].wait_us > 0
+    assert ds[3].refusal is not None and ds[3].refusal.rule is Rule.OTP
+    assert ds[4].refusal is not None and ds[4].refusal.rule is Rule.SUBACCOUNT
+    assert await _every_key(store) == before
+
+
+# --- shadow rules
+
+
+async def test_shadowed_opt_out_counts_and_the_send_goes(store: Store):
+    await store.optout_add(ACCOUNT, X)
+    check = replace(send(msg(X)), shadow=frozenset({Rule.OPTED_OUT}))
+    decision = await store.decide(check)
+    assert decision.refusal is None and decision.shadowed == (Rule.OPTED_OUT,)
+    refusal = (await store.decide(send(msg(X)))).refusal
+    assert refusal is not None and refusal.rule is Rule.OPTED_OUT
+
+
+async def test_shadowed_template_and_consent_count_each(store: Store):
+    await store.template_put(ACCOUNT, TemplateRecord("promo", "en", "PAUSED", "MARKETING",
+                                                     None, NOW))  # fmt: skip
+    shadow = frozenset({Rule.NO_CONSENT, Rule.TEMPLATE})
+    decision = await store.decide(replace(send(msg(X, template="promo:en")), shadow=shadow))
+    assert decision.refusal is None
+    assert decision.shadowed == (Rule.NO_CONSENT, Rule.TEMPLATE)
+
+
+async def test_shadowed_subaccount_never_refuses_and_books_nothing_over_it(store: Store):
+    bucket = sub_bucket(interval_us=10 * US, burst=1)
+    check = replace(send(buckets=(bucket,)), shadow=frozenset({Rule.SUBACCOUNT}))
+    ds = await store.decide_many([check, check, check])
+    assert [d.refusal for d in ds] == [None] * 3
+    assert [d.wait_us for d in ds] == [0] * 3
+    assert [d.shadowed for d in ds] == [(), (Rule.SUBACCOUNT,), (Rule.SUBACCOUNT,)]
+    # only the first was booked: an enforced send now waits one interval, not three
+    refusal = (await store.decide(send(buckets=(bucket,)))).refusal
+    assert refusal is not None and 9 * US < refusal.retry_after_us <= 10 * US
+
+
+async def test_shadowed_otp_goes_without_booking_again(store: Store):
+    shadow = frozenset({Rule.OTP})
+    ds = await store.decide_many([replace(send(msg(X, otp=True)), shadow=shadow)] * 2)
+    assert [d.refusal for d in ds] == [None, None]
+    assert [d.shadowed for d in ds] == [(), (Rule.OTP,)]
+
+
+async def test_shadowed_rule_in_a_batch_keeps_the_message(store: Store):
+    await store.optout_add(ACCOUNT, Y)
+    check = replace(send(msg(X), msg(Y), batch=True), shadow=frozenset({Rule.OPTED_OUT}))
+    decision = await store.decide(check)
+    assert decision.dropped == () and decision.shadowed == (Rule.OPTED_OUT,)
+
+
+# --- deadlines
+
+
+async def test_deadline_refuses_at_once_before_max_wait_is_considered(store: Store):
+    bucket = sub_bucket(interval_us=100 * MS, burst=1)
+    assert (await store.decide(send(buckets=(bucket,)))).refusal is None
+    late = replace(send(buckets=(bucket,), max_wait_us=10 * US), deadline_us=50 * MS)
+    refusal = (await store.decide(late)).refusal
+    assert refusal is not None and refusal.rule is Rule.DEADLINE
+    assert 50 * MS < refusal.retry_after_us <= 100 * MS and refusal.bucket == bucket
+    in_time = replace(late, deadline_us=1 * US)  # the refusal booked nothing
+    decision = await store.decide(in_time)
+    assert decision.refusal is None and 50 * MS < decision.wait_us <= 100 * MS
+
+
+async def test_deadline_wins_over_max_wait(store: Store):
+    bucket = sub_bucket(interval_us=1 * US, burst=1)
+    assert (await store.decide(send(buckets=(bucket,)))).refusal is None
+    check = replace(send(buckets=(bucket,), max_wait_us=100 * MS), deadline_us=200 * MS)
+    refusal = (await store.decide(check)).refusal
+    assert refusal is not None and refusal.rule is Rule.DEADLINE
+
+
+async def test_deadline_of_the_lane_applies(store: Store):
+    bucket = sub_bucket(interval_us=100 * MS, burst=1)
+    assert (await store.decide(send(buckets=(bucket,)))).refusal is None
+    check = replace(send(msg(X, otp=True), buckets=(bucket,), max_wait_us=1 * US),
+                    deadline_us=10 * MS, priority_deadline_us=1 * US)  # fmt: skip
+    decision = await store.decide(check)
+    assert decision.refusal is None and decision.priority
+    bulk = replace(check, messages=(msg(Y),))
+    refusal = (await store.decide(bulk)).refusal
+    assert refusal is not None and refusal.rule is Rule.DEADLINE
+
+
+async def test_shadowed_deadline_lets_the_send_wait(store: Store):
+    bucket = sub_bucket(interval_us=100 * MS, burst=1)
+    assert (await store.decide(send(buckets=(bucket,)))).refusal is None
+    check = replace(send(buckets=(bucket,), max_wait_us=1 * US), deadline_us=10 * MS,
+                    shadow=frozenset({Rule.DEADLINE}))  # fmt: skip
+    decision = await store.decide(check)
+    assert decision.refusal is None and decision.wait_us > 10 * MS
+    assert decision.shadowed == (Rule.DEADLINE,)
+
+
+# --- lanes
+
+
+def _flood(n: int, reserve_pm: int) -> list[SendCheck]:
+    # burst 10 x 10 ms + 100 ms of wait: a 200 ms horizon, 20 % of it is 40 ms
+    bucket = sub_bucket(interval_us=10 * MS, burst=10)
+    return [replace(send(msg(Y), buckets=(bucket,), max_wait_us=100 * MS),
+                    reserve_pm=reserve_pm)] * n  # fmt: skip
+
+
+async def test_bulk_may_not_book_the_reserved_share(store: Store):
+    ds = await store.decide_many(_flood(30, 200))
+    allowed = [d for d in ds if d.refusal is None]
+    assert len(allowed) == 16  # the TAT reaches 160 ms of the 200 ms horizon
+    assert not any(d.priority for d in allowed)
+    otp = replace(_flood(1, 200)[0], messages=(msg(X, otp=True),))
+    decision = await store.decide(otp)
+    assert decision.refusal is None and decision.priority and decision.wait_us <= 70 * MS
+
+
+async def test_without_a_reserve_bulk_books_the_whole_horizon(store: Store):
+    ds = await store.decide_many(_flood(30, 0))
+    assert sum(d.refusal is None for d in ds) == 20
+    otp = replace(_flood(1, 0)[0], messages=(msg(X, otp=True),))
+    refusal = (await store.decide(otp)).refusal
+    assert refusal is not None and refusal.rule is Rule.SUBACCOUNT
+
+
+async def test_lane_follows_the_messages_categories(store: Store):
+    utility = await template(store, "receipt", "UTILITY")
+    auth = await template(store, "code", "AUTHENTICATION")
+    marketing = await template(store, "promo", "MARKETING")
+    direct = MessageCheck(X, None, False, "UTILITY")
+
+    async def lane(*messages: MessageCheck, batch: bool = False) -> bool:
+        check = replace(send(*messages, batch=batch, opt_in="off"), reserve_pm=200)
+        decision = await store.decide(replace(check, dry_run=True))
+        assert decision.refusal is None
+        return decision.priority
+
+    assert await lane(msg(X, template=utility))
+    assert await lane(msg(X, template=auth))
+    assert await lane(msg(X, otp=True))
+    assert await lane(direct)
+    assert not await lane(msg(X, template=marketing))
+    assert not await lane(msg(X))  # plain text: bulk
+    assert not await lane(msg(X, template=utility), msg(Y), batch=True)
+
+
+async def test_a_given_lane_wins_over_the_messages(store: Store):
+    ds = await store.decide_many(_flood(30, 200))
+    assert sum(d.refusal is None for d in ds) == 16
+    forced = replace(_flood(1, 200)[0], lane=PRIORITY)
+    assert (await store.decide(forced)).refusal is None
+    bulk = replace(_flood(1, 200)[0], messages=(msg(X, otp=True),), lane=BULK)
+    refusal = (await store.decide(bulk)).refusal
+    assert refusal is not None and refusal.rule is Rule.SUBACCOUNT
+
+
+async def test_reserve_applies_to_egress_ip_too_but_not_to_end_users(store: Store):
+    egress = replace(egress_bucket(), interval_us=10 * MS, burst=10)
+    check = replace(send(msg(Y), buckets=(egress,), max_wait_us=100 * MS), reserve_pm=200)
+    ds = await store.decide_many([check] * 30)
+    assert sum(d.refusal is None for d in ds) == 16
+    assert keys.egress_bucket("default") == egress.key

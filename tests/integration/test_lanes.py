@@ -1,0 +1,153 @@
+"""Shadow rules, dry runs and deadlines end to end: real gateway, real simulator, and a
+real redis-server where keys are compared (docs/lanes.md)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+
+from tests.conftest import GatewayFactory
+from tests.integration.test_forwarding import SEND, TEXT, call
+from tests.support.gatewayproc import ADMIN_TOKEN, CLIENT_TOKEN
+from tests.support.redisproc import RedisServer
+from tests.support.simproc import SimProcess
+
+VERIFY = "/verify/api/v2/subaccounts/acme_otp/sessions"
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+CLIENT = {"Authorization": f"Bearer {CLIENT_TOKEN}"}
+OPTOUT = "/admin/v1/accounts/acme/optouts/+6591234567"
+
+
+@pytest.fixture(scope="module")
+def redis_server() -> Iterator[RedisServer]:
+    with RedisServer() as server:
+        yield server
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    redis_server.cli("FLUSHALL")
+    return redis_server.url
+
+
+def _shadow_count(text: str, rule: str) -> float:
+    found = re.search(rf'gateway_shadow_refusals_total{{rule="{rule}"}} ([0-9.e+]+)', text)
+    return float(found.group(1)) if found else 0.0
+
+
+async def _metrics(url: str) -> str:
+    _, _, body = await call(url, "/metrics", None, method="GET")
+    return body.decode() if isinstance(body, bytes) else str(body)
+
+
+async def test_a_shadowed_rule_forwards_everything_while_its_counter_rises(
+    start_gateway: GatewayFactory, sim: SimProcess, redis_url: str
+) -> None:
+    gw = start_gateway(
+        server={"workers": 2},
+        redis={"url": redis_url},
+        limits={"shadow": ["opted_out", "subaccount"], "max_wait_ms": 0},
+        subaccounts={"acme_main": {"rps": 2, "burst": 1}},
+    )
+    status, _, _ = await call(gw.url, OPTOUT, None, method="PUT", headers=ADMIN)
+    assert status == 204
+    results = [await call(gw.url, SEND, TEXT) for _ in range(6)]
+    assert [status for status, _, _ in results] == [200] * 6
+    assert len(sim.requests(subaccount="acme_main")) == 6
+    text = await _metrics(gw.url)
+    assert _shadow_count(text, "opted_out") == 6
+    assert _shadow_count(text, "subaccount") >= 4  # 2/s with a burst of 1: most over it
+    assert "shadow.would_refuse" in gw.wait_for_log("shadow.would_refuse")
+    # a rule not in the list still refuses
+    assert (await call(gw.url, VERIFY, {"destination": "+6580000009"}))[0] == 200
+    status, _, answer = await call(gw.url, VERIFY, {"destination": "+6580000009"})
+    assert (status, answer["gatewayCode"]) == (429, "rate_limited.otp_recipient")
+
+
+def _dump_all(url: str) -> dict[bytes, bytes | None]:
+    client = redis.Redis.from_url(url)
+    try:
+        return {name: client.dump(name) for name in client.scan_iter()}
+    finally:
+        client.close()
+
+
+async def _dry(url: str, body: Any, headers: dict[str, str] | None = None,
+               path: str = SEND) -> dict[str, Any]:  # fmt: skip
+    request = {"method": "POST", "path": path, "headers": {**CLIENT, **(headers or {})},
+               "body": body}  # fmt: skip
+    status, _, answer = await call(url, "/admin/v1/decide", request, headers=ADMIN)
+    assert status == 200, answer
+    assert isinstance(answer, dict)
+    return answer
+
+
+async def test_a_dry_run_leaves_every_redis_key_byte_identical(
+    start_gateway: GatewayFactory, sim: SimProcess, redis_url: str
+) -> None:
+    gw = start_gateway(
+        redis={"url": redis_url},
+        subaccounts={"acme_main": {"rps": 3, "burst": 1}},
+        limits={"max_wait_ms": 1000},
+    )
+    await call(gw.url, OPTOUT, None, method="PUT", headers=ADMIN)
+    assert (await call(gw.url, SEND, {**TEXT, "user": {"msisdn": "+6580000001"}}))[0] == 200
+    otp = {"destination": "+6580000002"}
+    assert (await call(gw.url, VERIFY, otp))[0] == 200
+    before = _dump_all(redis_url)
+    assert len(before) >= 3
+    answers = [
+        await _dry(gw.url, {**TEXT, "user": {"msisdn": "+6580000003"}}),
+        await _dry(gw.url, TEXT),  # opted out
+        await _dry(gw.url, otp, path=VERIFY),  # OTP too soon
+        await _dry(gw.url, {"destination": "+6580000004"}, path=VERIFY),
+        await _dry(gw.url, TEXT, {"Authorization": "Bearer nobody"}),
+        await _dry(
+            gw.url, {**TEXT, "user": {"msisdn": "+6580000005"}}, {"X-Send-Deadline-Ms": "1"}
+        ),
+    ]
+    assert _dump_all(redis_url) == before
+    assert answers[0]["decision"] == "wait" and 0 < answers[0]["wait_ms"] <= 1000
+    assert answers[0]["gatewayCode"] is None and answers[0]["retry_after_s"] is None
+    assert answers[1] == {**answers[1], "decision": "refuse",
+                          "gatewayCode": "recipient.opted_out"}  # fmt: skip
+    assert answers[2]["gatewayCode"] == "rate_limited.otp_recipient"
+    assert answers[2]["retry_after_s"] >= 1
+    assert answers[3]["decision"] in ("allow", "wait") and answers[3]["lane"] == "priority"
+    assert answers[4]["gatewayCode"] == "auth.invalid"
+    assert answers[5]["gatewayCode"] == "rate_limited.deadline"
+    assert answers[5]["retry_after_s"] == 1
+    assert not sim.requests(subaccount="acme_main")[1:]  # only the real send went
+
+
+async def test_dry_run_needs_the_admin_token(
+    start_gateway: GatewayFactory, sim: SimProcess
+) -> None:
+    gw = start_gateway()
+    request = {"method": "POST", "path": SEND, "headers": CLIENT, "body": TEXT}
+    status, _, _ = await call(gw.url, "/admin/v1/decide", request)
+    assert status == 401
+    answer = await _dry(gw.url, TEXT)
+    assert answer["decision"] == "allow" and answer["lane"] == "bulk"
+    assert not sim.requests()
+
+
+async def test_a_send_past_its_deadline_is_refused_at_once_with_retry_after(
+    start_gateway: GatewayFactory, sim: SimProcess
+) -> None:
+    gw = start_gateway(
+        subaccounts={"acme_main": {"rps": 2, "burst": 1}}, limits={"max_wait_ms": 5000}
+    )
+    assert (await call(gw.url, SEND))[0] == 200
+    status, headers, answer = await call(gw.url, SEND, headers={"X-Send-Deadline-Ms": "50"})
+    assert (status, answer["gatewayCode"]) == (429, "rate_limited.deadline")
+    # the wait, rounded up: one interval, plus the reserved share a bulk send may not book
+    assert 1 <= int(headers["Retry-After"]) <= 3
+    assert len(sim.requests(subaccount="acme_main")) == 1
+    status, _, answer = await call(gw.url, SEND, headers={"X-Send-Deadline-Ms": "soon"})
+    assert (status, answer["gatewayCode"]) == (400, "request.invalid")
+    assert answer.get("field") == "X-Send-Deadline-Ms"
