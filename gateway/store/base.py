@@ -27,10 +27,21 @@ class Rule(StrEnum):
     END_USER_IP = "rate_limited.end_user_ip"
     SUBACCOUNT = "rate_limited.subaccount"
     EGRESS_IP = "rate_limited.egress_ip"
+    # WhatsApp's own limits (docs/whatsapp.md); after the others so their codes keep
+    # their numbers in lua/decide.lua
+    SENDER = "rate_limited.sender"
+    PAIR = "rate_limited.pair"
+    MESSAGING_TIER = "rate_limited.messaging_tier"
+    MARKETING_REGION = "recipient.marketing_region"
+    SUPPRESSED = "recipient.suppressed"
+    TEMPLATE_QUALITY = "template.quality"
 
 
 #: Rules that drop one message of a batch instead of refusing the whole request.
-MESSAGE_RULES = frozenset({Rule.OPTED_OUT, Rule.NO_CONSENT, Rule.TEMPLATE, Rule.OTP})
+MESSAGE_RULES = frozenset({
+    Rule.OPTED_OUT, Rule.NO_CONSENT, Rule.TEMPLATE, Rule.OTP, Rule.PAIR, Rule.MESSAGING_TIER,
+    Rule.MARKETING_REGION, Rule.SUPPRESSED, Rule.TEMPLATE_QUALITY,
+})  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +85,34 @@ class MessageCheck:
 
 
 @dataclass(frozen=True, slots=True)
+class WhatsAppMessage:
+    """The keys of one WhatsApp message's own limits (all under its account's hash tag)."""
+
+    pair: str  # GCRA bucket of (sender, recipient)
+    window: str  # present (TTL): the recipient wrote in, its customer-service window is open
+    hold: str  # present (TTL): MARKETING held after a 131049/1024 receipt
+    suppressed: str  # present (TTL): cannot receive WhatsApp (131026/1018 receipt)
+
+
+@dataclass(frozen=True, slots=True)
+class WhatsAppCheck:
+    """WhatsApp's limits for a chat-apps send from a subaccount with a sender number
+    (docs/whatsapp.md). `messages` parallels `SendCheck.messages`."""
+
+    sender: BucketSpec | None  # per sender number; counts every message forwarded
+    pair_interval_us: int
+    pair_burst: int
+    tier_key: str  # ZSET of the portfolio: recipient -> last business-initiated send (µs)
+    tier: int  # unique recipients per moving window; 0: unlimited (no ZSET)
+    tier_override_key: str  # a tier learned from 8x8's account webhook ("" none)
+    window_us: int  # the tier's moving window (24 h)
+    us_refuse: bool  # MARKETING to +1 numbers refused
+    quality_refuse: bool  # MARKETING of a template rated RED refused
+    messages: tuple[WhatsAppMessage, ...]
+    sender_n: int = 0  # > 0: the sender books this many (a large batch's last call)
+
+
+@dataclass(frozen=True, slots=True)
 class SendCheck:
     """Everything `decide` needs for one request (one message, or one batch)."""
 
@@ -87,6 +126,7 @@ class SendCheck:
     opt_in: str = "enforce"  # enforce | warn | off
     unknown_template_allowed: bool = False
     max_wait_us: int = 0
+    whatsapp: WhatsAppCheck | None = None  # None: not a WhatsApp send, nothing extra
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,6 +213,19 @@ class Store(Protocol):
         earliest free slot (TAT = max(TAT, now) + n * interval): how sends a process let
         through on its local fallback reach the shared buckets of the processes still
         deciding there."""
+        ...
+
+    # --- WhatsApp's limits (docs/whatsapp.md)
+    async def wa_tier_set(self, key: str, tier: int) -> None:
+        """Set a portfolio's tier (0: unlimited) learned from 8x8's account webhook."""
+        ...
+
+    async def wa_tier_remove(self, key: str, member: str) -> None:
+        """Stop counting a recipient in a portfolio's tier (it was never delivered to)."""
+        ...
+
+    async def wa_tier_count(self, key: str, window_us: int) -> int:
+        """Recipients a portfolio's tier counts now."""
         ...
 
     async def optout_add(self, account: str, msisdn: str) -> bool: ...

@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Protocol
 
-from gateway.store import keys
+from gateway.store import keys, wacheck
 from gateway.store.base import BucketSpec, Decision, Refusal, Rule, SendCheck
 
 #: Rules in the order refusals win (Rule is a StrEnum: its own `<` compares text).
@@ -71,10 +71,30 @@ class View(Protocol):
     def tat(self, key: str, now: int) -> int: ...
     def set_tat(self, key: str, tat: int, now: int) -> None: ...
     def cooldown_end(self, key: str, now: int) -> int: ...
+    # WhatsApp's limits (gateway/store/wacheck.py)
+    def template_quality(self, account: str, template: str) -> str | None: ...
+    def tier_override(self, key: str) -> int | None: ...
+    def tier_trim(self, key: str, upto: int) -> int: ...
+    def tier_score(self, key: str, member: str) -> int | None: ...
+    def tier_oldest(self, key: str) -> int | None: ...
+    def tier_add(self, key: str, member: str, score: int) -> None: ...
+
+
+class _Wa:
+    """One decision's WhatsApp state: the tier cache of the call, the request's bookings."""
+
+    def __init__(self, tiers: wacheck.Tiers) -> None:
+        self.tiers = tiers
+        self.tent = wacheck.Tentative()
 
 
 def _message_rule(
-    view: View, check: SendCheck, index: int, otp_tent: dict[str, int], now: int
+    view: View,
+    check: SendCheck,
+    index: int,
+    otp_tent: dict[str, int],
+    now: int,
+    wa: _Wa | None = None,
 ) -> tuple[Rule | None, int, str | None, bool, str | None]:
     """(rule or None, retry_after, status, unconsented, OTP key to book) of one message."""
     msg = check.messages[index]
@@ -99,6 +119,18 @@ def _message_rule(
                 return Rule.TEMPLATE, 0, None, False, None
         elif state[0] != APPROVED:
             return Rule.TEMPLATE, 0, state[0], False, None
+    pending = None
+    w = check.whatsapp
+    if w is not None and wa is not None:  # WhatsApp's own limits
+        record = None
+        if msg.template or msg.category:
+            quality = view.template_quality(account, msg.template) if msg.template else None
+            record = (category, quality)
+        rule, retry, pending = wacheck.message_rule(
+            view, wa.tiers, w, index, msg.msisdn, record, wa.tent, now
+        )
+        if rule is not None:
+            return rule, retry, None, False, None
     otp_key = None
     if msg.otp or category == AUTHENTICATION:
         otp_key = keys.otp_bucket(account, msg.msisdn)
@@ -110,11 +142,16 @@ def _message_rule(
         if slot > now:
             return Rule.OTP, slot - now, None, False, None
         otp_tent[otp_key] = max(cur, now) + interval
+    if pending is not None and wa is not None:
+        wa.tent.keep(pending)
     return None, 0, None, warned, otp_key
 
 
-def _bucket_refusal(view: View, check: SendCheck, now: int) -> tuple[int, Refusal | None]:
-    """(common booking instant, refusal or None) of the request-level buckets."""
+def _bucket_refusal(
+    view: View, check: SendCheck, now: int, forwarded: int = 0
+) -> tuple[int, Refusal | None, int]:
+    """(common booking instant, refusal or None, sender tokens) of the request-level
+    buckets."""
     cool = view.cooldown_end(check.cooldown_key, now) if check.cooldown_key else 0
     slot, best, has_sub = now, None, False
     for spec in check.buckets:
@@ -128,21 +165,33 @@ def _bucket_refusal(view: View, check: SendCheck, now: int) -> tuple[int, Refusa
                     best = Refusal(spec.rule, sb - now, bucket=spec)
             elif sb - now > check.max_wait_us:
                 best = Refusal(spec.rule, max(1, sb - now - check.max_wait_us), bucket=spec)
+    cost = 0
+    w = check.whatsapp
+    if w is not None:  # the sender number's bucket, shapeable like capacity
+        sb_or_none, cost = wacheck.sender_slot(view, w, forwarded, now)
+        if sb_or_none is not None:
+            slot = max(slot, sb_or_none)
+            if best is None and sb_or_none - now > check.max_wait_us:
+                wait = max(1, sb_or_none - now - check.max_wait_us)
+                best = Refusal(Rule.SENDER, wait, bucket=w.sender)
     if not has_sub and cool > now:
         slot = max(slot, cool)
-        if cool - now > check.max_wait_us and (best is None or best.rule is Rule.EGRESS_IP):
+        late = best is None or RANK[best.rule] > RANK[Rule.SUBACCOUNT]
+        if cool - now > check.max_wait_us and late:
             best = Refusal(Rule.SUBACCOUNT, max(1, cool - now - check.max_wait_us))
-    return slot, best
+    return slot, best, cost
 
 
-def decide(view: View, check: SendCheck, now: int) -> Decision:
-    """One request, atomically: refuse (nothing consumed) or book every bucket at once."""
+def decide(view: View, check: SendCheck, now: int, tiers: wacheck.Tiers | None = None) -> Decision:
+    """One request, atomically: refuse (nothing consumed) or book every bucket at once.
+    `tiers`: the WhatsApp tier state of the decision call this request is part of."""
+    wa = _Wa(tiers or wacheck.Tiers()) if check.whatsapp is not None else None
     dropped: list[tuple[int, Rule]] = []
     unconsented: list[int] = []
     otp_tent: dict[str, int] = {}
     otp_keys: list[str] = []
     for index in range(len(check.messages)):
-        rule, retry, status, warned, otp_key = _message_rule(view, check, index, otp_tent, now)
+        rule, retry, status, warned, otp_key = _message_rule(view, check, index, otp_tent, now, wa)
         if rule is not None:
             if not check.batch:
                 bucket = None
@@ -158,7 +207,7 @@ def decide(view: View, check: SendCheck, now: int) -> Decision:
             otp_keys.append(otp_key)
     if check.messages and len(dropped) == len(check.messages):
         return Decision(dropped=tuple(dropped))
-    slot, over = _bucket_refusal(view, check, now)
+    slot, over, cost = _bucket_refusal(view, check, now, len(check.messages) - len(dropped))
     if over is not None:
         return Decision(refusal=over, dropped=tuple(dropped), unconsented=tuple(unconsented))
     remaining = []
@@ -169,6 +218,8 @@ def decide(view: View, check: SendCheck, now: int) -> Decision:
         remaining.append((spec.rule, max(0, left)))
     for key in otp_keys:
         view.set_tat(key, max(view.tat(key, now), slot) + check.otp.interval_us, now)
+    if wa is not None and check.whatsapp is not None:
+        wacheck.book(view, wa.tiers, check.whatsapp, wa.tent, slot, cost, now)
     return Decision(
         slot_us=slot,
         wait_us=slot - now,
