@@ -24,7 +24,16 @@ MESSAGES = {
     Rule.END_USER_IP: "too many sends for this end-user IP",
     Rule.SUBACCOUNT: "subaccount send rate exceeded",
     Rule.EGRESS_IP: "egress IP send rate exceeded",
+    Rule.SENDER: "WhatsApp sender number send rate exceeded",
+    Rule.PAIR: "too many WhatsApp messages from this sender to this recipient",
+    Rule.MESSAGING_TIER: "the business portfolio's WhatsApp messaging limit is reached",
+    Rule.MARKETING_REGION: "WhatsApp does not deliver marketing templates to this region",
+    Rule.SUPPRESSED: "WhatsApp sends to this recipient are held",
+    Rule.TEMPLATE_QUALITY: "the template is rated RED: its marketing sends are held",
 }
+
+
+_HELD = frozenset({Rule.PAIR, Rule.MESSAGING_TIER, Rule.SUPPRESSED})
 
 
 def seconds_up(us: int) -> int:
@@ -35,6 +44,9 @@ def refusal(r: Refusal) -> web.Response:
     if r.rule is Rule.TEMPLATE:
         return error_response(r.rule.value, MESSAGES[r.rule], status=r.status)
     if r.bucket is None:
+        if r.rule in _HELD:  # a WhatsApp pair, tier or hold: when a retry could pass
+            retry_after = {"Retry-After": str(seconds_up(r.retry_after_us))}
+            return error_response(r.rule.value, MESSAGES[r.rule], headers=retry_after)
         return error_response(r.rule.value, MESSAGES[r.rule])
     b = r.bucket
     retry = seconds_up(r.retry_after_us)

@@ -12,7 +12,18 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from gateway import admin, answers, captcha, idempotency, logs, messages, pii, proxy, webhooks
+from gateway import (
+    admin,
+    answers,
+    captcha,
+    idempotency,
+    logs,
+    messages,
+    pii,
+    proxy,
+    wareceipts,
+    webhooks,
+)  # fmt: skip
 from gateway.config import Config
 from gateway.errors import error_response
 from gateway.metrics import Metrics
@@ -92,6 +103,7 @@ def build_app(
         app.router.add_get("/metrics", metrics_endpoint)
     admin.setup(app)
     webhooks.setup(app)
+    wareceipts.setup(app)
     captcha.install(app, environ.get(cfg.captcha.secret_env, ""))
     pii.install(app)
     app.router.add_route("*", "/{tail:.*}", proxy.handle)

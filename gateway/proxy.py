@@ -94,7 +94,7 @@ async def _send(
         refused = await captcha.check(request, parsed.client_ips)
         if refused is not None:
             return refused
-    check = state.plan.check(route, parsed.messages, eu_ips)
+    check = state.plan.check(route, parsed.messages, eu_ips, parsed.body)
     try:
         decision = await state.decider.decide(check)
     except StoreUnavailable:

@@ -7,8 +7,10 @@ emits at `rps - burst` per second and lets `burst` go at once (DESIGN.md, Token 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from gateway.config import Config, subaccount_key
+from gateway.policy.whatsapp import WhatsAppPlan
 from gateway.routes import Kind, Route
 from gateway.store import keys
 from gateway.store.base import BucketSpec, MessageCheck, OtpSpec, Rule, SendCheck
@@ -63,6 +65,7 @@ class LimitPlan:
         self.opt_in = cfg.policy.opt_in
         self.unknown_allowed = cfg.policy.unknown_template == "allow"
         self._subs: dict[str, tuple[str, BucketSpec, str]] = {}
+        self.whatsapp = WhatsAppPlan(cfg, capacity_bucket)
 
     def subaccount(self, subaccount: str) -> tuple[str, BucketSpec, str]:
         """(account, bucket, cool-down key) of a subaccount."""
@@ -108,9 +111,11 @@ class LimitPlan:
         route: Route,
         messages: tuple[MessageCheck, ...],
         end_user_ips: str | Sequence[str] | None,
+        body: Any = None,
     ) -> SendCheck:
         """A request's check; every end user it names (an SMS batch may name several) has its
-        own bucket, and any of them refusing refuses the whole request."""
+        own bucket, and any of them refusing refuses the whole request. `body`: the decoded
+        send, for a WhatsApp send's sender number (gateway/policy/whatsapp.py)."""
         sub = route.subaccount if route.subaccount is not None else self.booked_for(route.account)
         capacity: tuple[BucketSpec, ...]
         if sub is None:  # an account with no configured subaccount, or GET /files/{name}
@@ -134,6 +139,7 @@ class LimitPlan:
             opt_in=self.opt_in,
             unknown_template_allowed=self.unknown_allowed,
             max_wait_us=self.max_wait_us,
+            whatsapp=self.whatsapp.check(route, account, sub, messages, body),
         )
 
     def all_buckets(self) -> dict[str, dict[str, int]]:
