@@ -205,13 +205,14 @@ local function wa_keep(tent, p)
   if p[4] then tent.n_new = tent.n_new + 1 end
 end
 
--- The sender bucket: earliest instant, or nil with no sender bucket or nothing to send.
+-- The sender bucket: the earliest instant it takes the request's n messages at once (a GCRA
+-- of n cells; over the burst: once the bucket is idle), or nil with nothing to book.
 local function wa_sender_slot(w, forwarded)
   if w[1] == 0 then return nil, 0 end
   local cost = w[12]
   if cost == 0 then cost = forwarded end
   if cost == 0 then return nil, 0 end
-  return math.max(now, tat_of(w[1]) + w[2] - w[3] * w[2]), cost
+  return math.max(now, tat_of(w[1]) + (math.min(cost, w[3]) - w[3]) * w[2]), cost
 end
 
 local function wa_book(w, tent, s, cost)

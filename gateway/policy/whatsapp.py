@@ -73,7 +73,7 @@ class WhatsAppPlan:
         found = self._buckets.get((account, sender))
         if found is None:
             mps = self.cfg.whatsapp.sender_mps
-            burst = max(1, mps // 50) if mps > 1 else 0  # a short burst, as the subaccount's
+            burst = max(1, mps // 10) if mps > 1 else 0  # docs/whatsapp.md: batches
             key = keys.wa_sender(account, sender)
             if burst:
                 found = self._capacity(Rule.SENDER, key, mps, burst)

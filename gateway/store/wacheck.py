@@ -127,7 +127,8 @@ def message_rule(
 def sender_slot(
     view: TierView, w: WhatsAppCheck, forwarded: int, now: int
 ) -> tuple[int | None, int]:
-    """(earliest instant of the sender bucket or None, tokens it books)."""
+    """(earliest instant the sender bucket takes the `forwarded` messages at once (a GCRA of
+    n cells; over the burst: once the bucket is idle), or None; tokens it books)."""
     spec = w.sender
     if spec is None:
         return None, 0
@@ -135,7 +136,7 @@ def sender_slot(
     if cost == 0:
         return None, 0
     tat = view.tat(spec.key, now)
-    return max(now, tat + spec.interval_us - spec.burst * spec.interval_us), cost
+    return max(now, tat + (min(cost, spec.burst) - spec.burst) * spec.interval_us), cost
 
 
 def book(

@@ -164,3 +164,21 @@ async def test_a_send_without_whatsapp_touches_no_whatsapp_key(kind: str):
     await store.decide(send())
     assert not vars(store).get("_wa_state")
     assert isinstance(store, MemoryStore) and not isinstance(store, RedisStore)
+
+
+async def test_a_batch_waits_until_the_sender_takes_all_its_messages(store: Store):
+    bucket = sender_bucket(interval_us=100 * MS, burst=2)
+    first = wsend(n(8), n(9), sender=bucket, tier=0, batch=True)
+    c = wsend(
+        *(n(i) for i in range(4)),
+        sender=bucket,
+        tier=0,
+        batch=True,
+        max_wait_us=300 * MS,
+        pair_burst=10,
+    )
+    ds = await store.decide_many([first, c, c])
+    assert ds[0].refusal is None and ds[0].wait_us == 0
+    assert ds[1].refusal is None and ds[1].wait_us == 200 * MS  # once the 2 before are out
+    refusal = ds[2].refusal  # the bucket is busy until 600 ms
+    assert refusal is not None and refusal.rule is Rule.SENDER
