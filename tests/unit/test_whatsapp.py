@@ -224,3 +224,15 @@ async def test_account_webhook_for_an_unknown_number_changes_nothing(make: Any):
         "unknown_sender"
     )
     assert keys.wa_tier("acme", "retail")  # the key layout the docs describe
+
+
+async def test_template_rated_red_by_webhook_holds_its_marketing_sends(make: Any):
+    client = await make()
+    assert (await send(client, template(n(1))))[0] == 200
+    event = {"eventId": "q1", "timestamp": "2026-06-01T00:00:00Z", "provider": "WhatsApp",
+             "accountId": "acme", "eventType": "template_quality_update",
+             "eventDetails": {"templateName": "promo", "templateLanguage": "en",
+                              "meta": {"newQualityScore": "RED"}}}  # fmt: skip
+    assert await hook(client, "/webhooks/templates", event) == "stored"
+    status, body, _ = await send(client, template(n(2)))
+    assert (status, body["gatewayCode"]) == (409, "template.quality")
