@@ -182,3 +182,13 @@ async def test_a_batch_waits_until_the_sender_takes_all_its_messages(store: Stor
     assert ds[1].refusal is None and ds[1].wait_us == 200 * MS  # once the 2 before are out
     refusal = ds[2].refusal  # the bucket is busy until 600 ms
     assert refusal is not None and refusal.rule is Rule.SENDER
+
+
+async def test_a_batch_over_a_chunk_keeps_the_tier_exact(store: Store):
+    big = sender_bucket(interval_us=1, burst=10_000)
+    c = wsend(*(n(i) for i in range(1500)), sender=big, tier=1200, batch=True)
+    d = await store.decide(c)
+    assert d.refusal is None
+    assert len(d.dropped) == 300 and {rule for _, rule in d.dropped} == {Rule.MESSAGING_TIER}
+    assert [i for i, _ in d.dropped] == list(range(1200, 1500))
+    assert await store.wa_tier_count(keys.wa_tier(ACCOUNT, PORTFOLIO), DAY) == 1200
