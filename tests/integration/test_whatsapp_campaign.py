@@ -100,3 +100,23 @@ async def test_downgrade_webhook_takes_effect_at_once(
     assert forwarded == 250
     meta = sim.meta(wait=True)
     assert meta["delivered"] == 250 and meta["over_tier"] == 0
+
+
+async def test_meta_pair_receipt_cools_the_pair_on_every_worker(
+    start_gateway: GatewayFactory, sim: SimProcess, redis_server: RedisServer
+) -> None:
+    gw = start_gateway(
+        server={"workers": 2}, redis={"url": redis_server.url},
+        whatsapp={"pair_burst": 10},  # laxer than Meta: Meta's receipt must teach the gateway
+        subaccounts={"acme_main": {"whatsapp_senders": [SENDER]}},
+    )  # fmt: skip
+    sim.meta(webhook_url=gw.url, webhook_secret=WEBHOOK_SECRET,
+             senders={"acme_main": SENDER}, pair_burst=2)  # fmt: skip
+    for _ in range(3):
+        status, _, _ = await call(gw.url, SEND, text(n(1)))
+        assert status == 200
+    meta = sim.meta(wait=True)  # the third broke Meta's pair rate: a 131056 receipt came back
+    assert meta["receipts"] == {"131056": 1}
+    answers = [await call(gw.url, SEND, text(n(1))) for _ in range(4)]  # both workers
+    assert {(s, b["gatewayCode"]) for s, _, b in answers} == {(429, "rate_limited.pair")}
+    assert (await call(gw.url, SEND, text(n(2))))[0] == 200  # another pair is untouched
