@@ -162,4 +162,15 @@ class LimitPlan:
         for name in self.cfg.subaccounts:
             rps, burst = self.cfg.subaccount_limit(name)
             out[f"subaccount:{name}"] = {"limit": rps, "window_s": 1, "burst": burst}
+        wa = self.cfg.whatsapp
+        for name, sub in self.cfg.subaccounts.items():  # WhatsApp's own (docs/whatsapp.md)
+            for number in sub.whatsapp_senders:
+                spec = self.whatsapp.sender_bucket(self.cfg.account_of(name), number)
+                out[f"sender:{number}"] = {"limit": spec.limit, "window_s": 1, "burst": spec.burst}
+        if any(sub.whatsapp_senders for sub in self.cfg.subaccounts.values()):
+            out["pair"] = {"limit": 1, "window_s": round(wa.pair_interval_s),
+                           "burst": wa.pair_burst}  # fmt: skip
+        for name, portfolio in self.cfg.portfolios.items():  # limit 0: unlimited
+            out[f"messaging_tier:{name}"] = {"limit": portfolio.tier_value(), "window_s": 86_400,
+                                             "burst": portfolio.tier_value()}  # fmt: skip
         return out
