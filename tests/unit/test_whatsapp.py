@@ -236,3 +236,21 @@ async def test_template_rated_red_by_webhook_holds_its_marketing_sends(make: Any
     assert await hook(client, "/webhooks/templates", event) == "stored"
     status, body, _ = await send(client, template(n(2)))
     assert (status, body["gatewayCode"]) == (409, "template.quality")
+
+
+@pytest.mark.parametrize("path", ["/webhooks/receipts", "/webhooks/account"])
+async def test_webhooks_need_the_secret(make: Any, path: str):
+    client = await make()
+    async with client.post(path, json=receipt(n(1), "131049")) as resp:
+        assert resp.status == 401
+    async with client.post(f"{path}?token={WEBHOOK_SECRET}", json=quality("TIER_2K")) as resp:
+        assert resp.status == 200
+
+
+async def test_receipt_of_another_channel_or_without_a_code_changes_nothing(make: Any):
+    client = await make()
+    other = receipt(n(1), "131049")
+    other["payload"]["channel"] = "viber"
+    assert await hook(client, "/webhooks/receipts", other) == "ignored"
+    assert await hook(client, "/webhooks/receipts", receipt(n(1), None)) == "no_action"
+    assert (await send(client, template(n(1))))[0] == 200
