@@ -13,7 +13,7 @@ from gateway.bodies import read_body
 from gateway.errors import GatewayError, error_response, from_exception
 from gateway.messages import ParsedSend
 from gateway.policy import pacing
-from gateway.policy.decider import StoreUnavailable
+from gateway.policy.decider import StoreUnavailable, is_store_failure
 from gateway.policy.enduser import end_users
 from gateway.routes import Kind, Route
 from gateway.state import LOG, STATE, State
@@ -103,6 +103,15 @@ async def _send(
     if decision.refusal is not None:
         info["decision"] = decision.refusal.rule.value
         return answers.refusal(decision.refusal)
+    try:
+        red = await state.plan.whatsapp.red_marketing(state.store, check)
+    except Exception as exc:  # a warning only: a store that fails does not stop the send
+        if not is_store_failure(exc):
+            raise
+        red = []
+    if red:  # quality_red = "warn" (docs/whatsapp.md)
+        info["quality_red"] = red
+        state.log.warning("whatsapp.quality_red", templates=red, account=check.account)
     return await _forward(request, state, route, parsed, raw, decision)
 
 

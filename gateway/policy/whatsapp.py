@@ -18,6 +18,7 @@ from gateway.store.base import (
     BucketSpec,
     MessageCheck,
     Rule,
+    SendCheck,
     Store,
     WhatsAppCheck,
     WhatsAppMessage,
@@ -56,6 +57,21 @@ class WhatsAppPlan:
         """An inbound WhatsApp message opened (or renewed) the sender's 24 h window."""
         for identity in who:
             await store.set_cooldown(keys.wa_window(account, identity), WINDOW_US)
+
+    async def red_marketing(self, store: Store, check: SendCheck) -> list[str]:
+        """`quality_red = "warn"`: the MARKETING templates rated RED this WhatsApp send uses
+        (one registry read per distinct template; nothing read in any other mode)."""
+        if check.whatsapp is None or self.cfg.whatsapp.quality_red != "warn":
+            return []
+        found = []
+        for template in sorted({m.template for m in check.messages if m.template}):
+            name, _, language = template.rpartition(":")
+            record = await store.template_get(check.account, name, language)
+            if record is None or (record.category or "").upper() != "MARKETING":
+                continue
+            if (record.quality or "").upper() == "RED":
+                found.append(template)
+        return found
 
     def senders(self, subaccount: str) -> tuple[str, ...]:
         return self._senders.get(subaccount.lower(), ())

@@ -254,3 +254,9 @@ async def test_receipt_of_another_channel_or_without_a_code_changes_nothing(make
     assert await hook(client, "/webhooks/receipts", other) == "ignored"
     assert await hook(client, "/webhooks/receipts", receipt(n(1), None)) == "no_action"
     assert (await send(client, template(n(1))))[0] == 200
+
+
+async def test_quality_red_warn_forwards_and_logs(make: Any, capsys: pytest.CaptureFixture[str]):
+    client = await make(**wa_sections(quality_red="warn"))
+    assert (await send(client, template(n(1), "bad")))[0] == 200
+    assert "whatsapp.quality_red" in capsys.readouterr().out
