@@ -25,7 +25,16 @@ MESSAGES = {
     Rule.SUBACCOUNT: "subaccount send rate exceeded",
     Rule.EGRESS_IP: "egress IP send rate exceeded",
     Rule.DEADLINE: "no slot within the send's deadline",
+    Rule.SENDER: "WhatsApp sender number send rate exceeded",
+    Rule.PAIR: "too many WhatsApp messages from this sender to this recipient",
+    Rule.MESSAGING_TIER: "the business portfolio's WhatsApp messaging limit is reached",
+    Rule.MARKETING_REGION: "WhatsApp does not deliver marketing templates to this region",
+    Rule.SUPPRESSED: "WhatsApp sends to this recipient are held",
+    Rule.TEMPLATE_QUALITY: "the template is rated RED: its marketing sends are held",
 }
+
+
+_HELD = frozenset({Rule.PAIR, Rule.MESSAGING_TIER, Rule.SUPPRESSED})
 
 
 def seconds_up(us: int) -> int:
@@ -36,9 +45,11 @@ def refusal(r: Refusal) -> web.Response:
     if r.rule is Rule.TEMPLATE:
         return error_response(r.rule.value, MESSAGES[r.rule], status=r.status)
     if r.bucket is None:
-        if r.rule is Rule.DEADLINE:  # a cool-down set the slot: the wait still counts
-            retry_s = str(seconds_up(r.retry_after_us))
-            return error_response(r.rule.value, MESSAGES[r.rule], headers={"Retry-After": retry_s})
+        # a deadline set by a cool-down (the wait still counts), or a WhatsApp pair, tier or
+        # hold: when a retry could pass
+        if r.rule is Rule.DEADLINE or r.rule in _HELD:
+            retry_after = {"Retry-After": str(seconds_up(r.retry_after_us))}
+            return error_response(r.rule.value, MESSAGES[r.rule], headers=retry_after)
         return error_response(r.rule.value, MESSAGES[r.rule])
     b = r.bucket
     retry = seconds_up(r.retry_after_us)

@@ -22,6 +22,7 @@ from gateway import (
     pii,
     proxy,
     shield,
+    wareceipts,
     webhooks,
 )
 from gateway.config import Config
@@ -103,6 +104,7 @@ def build_app(
         app.router.add_get("/metrics", metrics_endpoint)
     admin.setup(app)
     webhooks.setup(app)
+    wareceipts.setup(app)
     captcha.install(app, environ.get(cfg.captcha.secret_env, ""))
     pii.install(app)
     shield.install(app)

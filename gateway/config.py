@@ -31,12 +31,14 @@ from gateway.configschema import (
     OtpShieldConfig,
     PiiConfig,
     PolicyConfig,
+    PortfolioConfig,
     RedisConfig,
     ServerConfig,
     SubaccountConfig,
     TemplatesConfig,
     UpstreamConfig,
     WebhooksConfig,
+    WhatsAppConfig,
     subaccount_key,
 )
 
@@ -54,12 +56,14 @@ __all__ = [
     "OtpShieldConfig",
     "PiiConfig",
     "PolicyConfig",
+    "PortfolioConfig",
     "RedisConfig",
     "ServerConfig",
     "SubaccountConfig",
     "TemplatesConfig",
     "UpstreamConfig",
     "WebhooksConfig",
+    "WhatsAppConfig",
     "load",
     "parse_networks",
     "read_api_key",
@@ -198,8 +202,8 @@ def _build_config(raw: dict[str, Any], problems: list[str]) -> Config | None:
             if urls is not None:
                 section = replace(section, urls=_build_urls(urls, problems))
             kwargs[key] = section
-        elif key in ("subaccounts", "accounts"):
-            item_cls = SubaccountConfig if key == "subaccounts" else AccountConfig
+        elif key in ("subaccounts", "accounts", "portfolios"):
+            item_cls = _TABLES[key]
             if not isinstance(value, dict):
                 problems.append(f"{key}: must be a table of tables")
                 continue
@@ -220,7 +224,10 @@ def _build_config(raw: dict[str, Any], problems: list[str]) -> Config | None:
     return Config(**kwargs)
 
 
-_TOP_LEVEL = (*SECTIONS, "subaccounts", "accounts", "clients")
+_TOP_LEVEL = (*SECTIONS, "subaccounts", "accounts", "portfolios", "clients")
+_TABLES: dict[str, Any] = {
+    "subaccounts": SubaccountConfig, "accounts": AccountConfig, "portfolios": PortfolioConfig,
+}  # fmt: skip
 
 
 def client_path(table: Any, index: int, tables: list[Any]) -> str:

@@ -24,6 +24,7 @@ def check(cfg: Config) -> list[str]:
     _check_upstream(cfg, problems)
     _check_limits(cfg, problems)
     _check_subaccounts(cfg, problems)
+    _check_whatsapp(cfg, problems)
     _check_clients(cfg, problems)
     _check_privacy(cfg, problems)
     _check_otp_shield(cfg, problems)
@@ -155,6 +156,39 @@ def _check_subaccounts(cfg: Config, problems: list[str]) -> None:
             rps, burst = cfg.subaccount_limit(name)
             if burst >= rps:
                 problems.append(f"{path}.burst: {burst} must be below its rps ({rps})")
+
+
+_E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
+
+
+def _check_whatsapp(cfg: Config, problems: list[str]) -> None:
+    wa = cfg.whatsapp
+    _positive(problems, "whatsapp.sender_mps", wa.sender_mps)
+    _positive(problems, "whatsapp.pair_burst", wa.pair_burst)
+    for key in ("pair_interval_s", "marketing_hold_h", "undeliverable_hold_h"):
+        if getattr(wa, key) <= 0:
+            problems.append(f"whatsapp.{key}: must be more than 0")
+    for name, sub in cfg.subaccounts.items():
+        for number in sub.whatsapp_senders:
+            if not _E164.match(number):
+                problems.append(f"subaccounts.{name}.whatsapp_senders: {number!r} is not E.164")
+    owner: dict[str, str] = {}
+    for name, portfolio in cfg.portfolios.items():
+        path = f"portfolios.{name}"
+        if not _NAME.match(name):
+            problems.append(f"{path}: {name!r} is not a portfolio name")
+        tier: object = portfolio.tier
+        good = tier == "unlimited" or (type(tier) is int and tier >= 1)
+        if not good:
+            problems.append(f'{path}.tier: must be a positive integer or "unlimited"')
+        accounts = {cfg.account_of(s).lower() for s in portfolio.subaccounts}
+        if len(accounts) > 1:  # its ZSET lives under one account's hash tag (docs/whatsapp.md)
+            problems.append(f"{path}.subaccounts: all must belong to one 8x8 account")
+        for member in portfolio.subaccounts:
+            key = member.lower()
+            if key in owner:
+                problems.append(f"{path}.subaccounts: {member!r} is in {owner[key]!r} too")
+            owner[key] = name
 
 
 def _check_clients(cfg: Config, problems: list[str]) -> None:

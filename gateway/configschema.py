@@ -92,6 +92,32 @@ class SubaccountConfig:
     account: str = ""  # "" = upstream.account_id
     rps: int = 0  # 0 = limits.subaccount_rps
     burst: int = 0  # 0 = derived from rps
+    whatsapp_senders: tuple[str, ...] = ()  # its WhatsApp business numbers (E.164)
+
+
+@dataclass(frozen=True, slots=True)
+class WhatsAppConfig:
+    """WhatsApp's own limits (docs/whatsapp.md; INTERFACE.md "WhatsApp's own limits")."""
+
+    sender_mps: int = 80  # sends from one sender number in any one-second window
+    pair_interval_s: float = 6.0  # one send per sender and recipient per interval...
+    pair_burst: int = 45  # ...after this many at once
+    marketing_hold_h: float = 24.0  # MARKETING held after a 131049/1024 receipt
+    undeliverable_hold_h: float = 168.0  # WhatsApp held after a 131026/1018 receipt
+    us_marketing: Literal["refuse", "allow"] = "refuse"
+    quality_red: Literal["refuse", "warn", "off"] = "refuse"
+
+
+@dataclass(frozen=True, slots=True)
+class PortfolioConfig:
+    """A WhatsApp business portfolio: its messaging tier, shared by its subaccounts."""
+
+    tier: int | str = 2000  # unique recipients per moving 24 h, or "unlimited"
+    subaccounts: tuple[str, ...] = ()
+
+    def tier_value(self) -> int:
+        """The tier as the decision takes it: 0 = unlimited."""
+        return 0 if isinstance(self.tier, str) else self.tier
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,7 +217,9 @@ class Config:
     idempotency: IdempotencyConfig = field(default_factory=IdempotencyConfig)
     pii: PiiConfig = field(default_factory=PiiConfig)
     otp_shield: OtpShieldConfig = field(default_factory=OtpShieldConfig)
+    whatsapp: WhatsAppConfig = field(default_factory=WhatsAppConfig)
     subaccounts: Mapping[str, SubaccountConfig] = field(default_factory=dict)
+    portfolios: Mapping[str, PortfolioConfig] = field(default_factory=dict)
     accounts: Mapping[str, AccountConfig] = field(default_factory=dict)
     clients: tuple[ClientConfig, ...] = ()
 
@@ -203,6 +231,14 @@ class Config:
     def account_of(self, subaccount: str) -> str:
         sub = self.subaccount(subaccount)
         return sub.account if sub and sub.account else self.upstream.account_id
+
+    def portfolio_of(self, subaccount: str) -> str | None:
+        """The portfolio a subaccount's WhatsApp sends count against, if any."""
+        wanted = subaccount_key(subaccount)
+        for name, portfolio in self.portfolios.items():
+            if any(subaccount_key(s) == wanted for s in portfolio.subaccounts):
+                return name
+        return None
 
     def subaccount_limit(self, subaccount: str) -> tuple[int, int]:
         """(rps, burst) in force for a subaccount."""
@@ -222,11 +258,12 @@ def subaccount_key(subaccount: str) -> str:
 
 SECTIONS = (
     "server", "redis", "upstream", "limits", "templates", "policy", "webhooks", "admin",
-    "captcha", "pii", "idempotency", "otp_shield",
+    "captcha", "pii", "idempotency", "otp_shield", "whatsapp",
 )  # fmt: skip
 #: sections whose changes a SIGHUP applies; the others need a restart (the key file is
 #: re-read on its own)
 RELOADABLE = (
-    "limits", "templates", "policy", "admin", "subaccounts", "accounts", "clients",
+    "limits", "templates", "policy", "admin", "subaccounts", "accounts", "clients", "whatsapp",
+    "portfolios",
     "otp_shield",  # the shield reads its section at each send
 )  # fmt: skip

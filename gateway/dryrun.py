@@ -94,7 +94,7 @@ async def decide(request: web.Request, state: State) -> web.StreamResponse:
             )
             if parsed.invalid and not parsed.messages:
                 return _answer("refuse", parsed.invalid[0][1].code)
-            check = state.plan.check(route, parsed.messages, eu_ips, deadlines)
+            check = state.plan.check(route, parsed.messages, eu_ips, deadlines, body=payload)
     except GatewayError as exc:
         return _answer("refuse", exc.code)
     try:

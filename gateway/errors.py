@@ -36,6 +36,13 @@ STATUS: dict[str, int] = {
     "rate_limited.end_user_ip": 429,
     "rate_limited.auth": 429,
     "rate_limited.deadline": 429,
+    # WhatsApp's own limits (docs/whatsapp.md)
+    "rate_limited.sender": 429,
+    "rate_limited.pair": 429,
+    "rate_limited.messaging_tier": 429,
+    "recipient.marketing_region": 403,
+    "recipient.suppressed": 403,
+    "template.quality": 409,
     "internal.error": 500,
     "upstream.error": 502,
     "store.unavailable": 503,

@@ -14,7 +14,7 @@ from gateway.bodies import read_body
 from gateway.errors import GatewayError, error_response, from_exception
 from gateway.messages import ParsedSend
 from gateway.policy import lanes, pacing
-from gateway.policy.decider import StoreUnavailable
+from gateway.policy.decider import StoreUnavailable, is_store_failure
 from gateway.policy.enduser import end_users
 from gateway.routes import Kind, Route
 from gateway.state import LOG, STATE, State
@@ -101,13 +101,28 @@ async def _send(
     if refused is not None:
         return refused
     started = time.monotonic()
-    check = state.plan.check(route, parsed.messages, eu_ips, deadlines)
+    check = state.plan.check(route, parsed.messages, eu_ips, deadlines, body=parsed.body)
     decision = await _decide(request, state, check)
     if not isinstance(decision, Decision):
         return decision
+    await _warn_red(request, state, check)
     deadline = deadlines[1] if decision.priority else deadlines[0]
     due = started + deadline / 1e6 if deadline else 0.0
     return await _forward(request, state, route, parsed, raw, decision, due)
+
+
+async def _warn_red(request: web.Request, state: State, check: SendCheck) -> None:
+    """quality_red = "warn" (docs/whatsapp.md): log the RED templates of an allowed
+    WhatsApp MARKETING send; a store that fails does not stop the send."""
+    try:
+        red = await state.plan.whatsapp.red_marketing(state.store, check)
+    except Exception as exc:
+        if not is_store_failure(exc):
+            raise
+        red = []
+    if red:
+        request[LOG]["quality_red"] = red
+        state.log.warning("whatsapp.quality_red", templates=red, account=check.account)
 
 
 async def _decide(request: web.Request, state: State, check: SendCheck) -> Decision | web.Response:

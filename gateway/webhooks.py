@@ -195,6 +195,7 @@ async def apply_inbound(request: web.Request, state: State, body: dict[str, Any]
         return "ignored"
     if body.get("eventType") != "inbound_message_received" or not isinstance(payload, dict):
         return "ignored"
+    await _note_window(state, namespace.lower(), payload)  # WhatsApp's service window
     text = message_text(payload)
     if text is None:
         return "ignored"
@@ -224,6 +225,18 @@ async def apply_inbound(request: web.Request, state: State, body: dict[str, Any]
         scheduled.cancel_for(request.app, account, changed)
         return "opted_out"
     return "opted_in"
+
+
+async def _note_window(state: State, namespace: str, payload: dict[str, Any]) -> None:
+    """Any inbound WhatsApp message opens its sender's 24 h customer-service window: sends
+    to them then do not count against the messaging tier (docs/whatsapp.md)."""
+    channel, sub = payload.get("channel"), payload.get("subAccountId")
+    if namespace != "chatapps" or not isinstance(channel, str) or not isinstance(sub, str):
+        return
+    if channel.strip().lower() != "whatsapp" or not state.plan.whatsapp.senders(sub):
+        return
+    who = identities(namespace, payload)
+    await state.plan.whatsapp.note_window(state.store, state.config.account_of(sub), who)
 
 
 async def record_optout(

@@ -6,10 +6,10 @@
 -- ARGV[1]: JSON array, one entry per request, in order:
 --   [batch, opt_in, unknown_ok, max_wait_us, k_optouts, k_consents, k_templates,
 --    k_cooldown, otp_interval_us, otp_burst, buckets, messages, k_changes,
---    reserve_pm, lane, deadline_us, priority_deadline_us, shadow, dry]
---   (the last six: docs/lanes.md; reserve_pm: per mille of a laned bucket's horizon bulk
---   may not book; lane 0 from the messages, 1 priority, 2 bulk; deadlines 0: none;
---   shadow: rule codes that only count; dry 1: decide, write nothing)
+--    reserve_pm, lane, deadline_us, priority_deadline_us, shadow, dry, whatsapp]
+--   (reserve_pm .. dry: docs/lanes.md; reserve_pm: per mille of a laned bucket's horizon
+--   bulk may not book; lane 0 from the messages, 1 priority, 2 bulk; deadlines 0: none;
+--   shadow: rule codes that only count, WhatsApp's too; dry 1: decide, write nothing)
 --   batch, unknown_ok: 0|1; opt_in: 0 off, 1 warn, 2 enforce; a k_* of 0: not needed
 --   buckets: flat, 5 per bucket, in rule order: rule, k_key, interval_us, burst, shapeable
 --   messages: flat, 4 per message: msisdn, "name:language" or "", otp (0|1), k_otp_bucket
@@ -17,6 +17,12 @@
 --   k_changes: the account's change stream; a request that books OTP buckets appends one
 --   entry (k = "p", v = JSON [msisdn, TAT, ...]) so every worker's compliance copy knows
 --   Redis's recent OTPs (gateway/store/tail.py)
+--   whatsapp: 0 (not a WhatsApp send: nothing below is read), or WhatsApp's own limits
+--   (the WHATSAPP block below; docs/whatsapp.md): [k_sender, sender_interval_us,
+--   sender_burst, pair_interval_us, pair_burst, k_tier, tier, k_tier_set, window_us,
+--   us_refuse, quality_refuse, sender_n, per_message] with per_message flat, 4 per message:
+--   k_pair, k_window, k_hold, k_suppressed. k_sender 0: no sender bucket (a chunk of a
+--   large batch); sender_n 0: the sender books one token per message forwarded.
 -- ARGV[2]: Redis Cluster only (below); "" or absent elsewhere.
 -- ARGV[3], ARGV[4] (optional): the 1-based KEYS index of this decision's journal, its TTL
 --   in ms. Before booking, the script appends to that list (JSON [key, TAT before, TAT
@@ -32,8 +38,10 @@
 -- and after the last request: now (µs of server time; an allowed request's slot is now +
 -- its wait_us)
 --   rule: 1 opted_out, 2 no_consent, 3 template, 4 otp, 5 end_user_ip, 6 subaccount,
---   7 egress_ip, 8 deadline. ref: a message rule's 0-based message index, a bucket rule's 0-based
---   bucket index (-1: a cool-down without a subaccount bucket).
+--   7 egress_ip, 8 deadline, 9 sender, 10 pair, 11 messaging_tier, 12 marketing_region,
+--   13 suppressed, 14 template_quality. ref: a message rule's 0-based message index, a
+--   bucket rule's 0-based bucket index (-1: a cool-down without a subaccount bucket; -2:
+--   the WhatsApp sender bucket).
 -- Bucket keys hold the theoretical arrival time (TAT, µs of server time) with a TTL until
 -- the bucket is full again; TATs are written with %.0f since tostring drops digits.
 --
@@ -99,7 +107,9 @@ local function template_of(k, name)
       if type(cat) == 'string' then cat = string.upper(cat) else cat = false end
       local status = d.status
       if type(status) ~= 'string' then status = '' end
-      rec = {status, cat}
+      local quality = d.quality
+      if type(quality) == 'string' then quality = string.upper(quality) else quality = false end
+      rec = {status, cat, quality}
     end
     templates[ck] = rec
   end
@@ -179,6 +189,117 @@ local function reach_refusal(c, bks, s, skip)
 end
 -- ===== end lanes =====
 
+-- ===== WHATSAPP: WhatsApp's own limits (docs/whatsapp.md); twin: gateway/store/wacheck.py
+local wa_tiers = {} -- tier key -> {eff = tier in force (0: unlimited), n = ZCARD}
+local function wa_tier_of(w)
+  local k = w[6]
+  local st = wa_tiers[k]
+  if st == nil then
+    local eff = w[7]
+    if w[8] > 0 then
+      local set = tonumber(redis.call('GET', KEYS[w[8]]) or '')
+      if set then eff = set end
+    end
+    st = {eff = eff, n = 0}
+    if eff > 0 then
+      redis.call('ZREMRANGEBYSCORE', KEYS[k], '-inf', string.format('%.0f', now - w[9]))
+      st.n = redis.call('ZCARD', KEYS[k])
+    end
+    wa_tiers[k] = st
+  end
+  return st
+end
+
+local function wa_tier_retry(w)
+  local oldest = redis.call('ZRANGE', KEYS[w[6]], 0, 0, 'WITHSCORES')
+  if oldest[2] then return tonumber(oldest[2]) + w[9] - now end
+  return w[9]
+end
+
+-- The message's WhatsApp rules; returns rule (0: passes), retry_after, and what it would
+-- book: {pair key or false, pair TAT, tier member or false, new member}. A shadowed rule
+-- (docs/lanes.md) does not refuse; a shadowed pair or tier books nothing for it.
+local function wa_message(w, m, msisdn, rec, tent)
+  local wm = w[13]
+  local o = m * 4
+  local kpair, kwin, khold, ksupp = wm[o + 1], wm[o + 2], wm[o + 3], wm[o + 4]
+  local till = cooldown_end(ksupp)
+  if till > now and enforced(13) then return 13, till - now, nil end
+  if rec and rec[2] == 'MARKETING' then
+    if w[10] == 1 and string.sub(msisdn, 1, 2) == '+1' and enforced(12) then
+      return 12, 0, nil
+    end
+    till = cooldown_end(khold)
+    if till > now and enforced(13) then return 13, till - now, nil end
+    if w[11] == 1 and rec[3] == 'RED' and enforced(14) then return 14, 0, nil end
+  end
+  local cur = tent.pair[kpair] or tat_of(kpair)
+  local sb = cur + w[4] - w[5] * w[4]
+  local kbook = kpair -- false: a shadowed pair refusal, nothing to book for it
+  if sb > now then
+    if enforced(10) then return 10, sb - now, nil end
+    kbook = false
+  end
+  local member, new = false, false
+  if cooldown_end(kwin) == 0 then -- outside the customer-service window: business-initiated
+    local st = wa_tier_of(w)
+    if st.eff > 0 then
+      member = msisdn
+      if not tent.tier[msisdn] and not redis.call('ZSCORE', KEYS[w[6]], msisdn) then
+        if st.n + tent.n_new < st.eff then
+          new = true
+        elseif enforced(11) then
+          return 11, wa_tier_retry(w), nil
+        else
+          member = false -- shadowed: not counted
+        end
+      end
+    end
+  end
+  return 0, 0, {kbook, math.max(cur, now) + w[4], member, new}
+end
+
+local function wa_keep(tent, p)
+  if p[1] then tent.pair[p[1]] = p[2] end
+  tent.booked[#tent.booked + 1] = p
+  if p[3] then tent.tier[p[3]] = true end
+  if p[4] then tent.n_new = tent.n_new + 1 end
+end
+
+-- The sender bucket: the earliest instant it takes the request's n messages at once (a GCRA
+-- of n cells; over the burst: once the bucket is idle), or nil with nothing to book.
+local function wa_sender_slot(w, forwarded)
+  if w[1] == 0 then return nil, 0 end
+  local cost = w[12]
+  if cost == 0 then cost = forwarded end
+  if cost == 0 then return nil, 0 end
+  return math.max(now, tat_of(w[1]) + (math.min(cost, w[3]) - w[3]) * w[2]), cost
+end
+
+-- A dry run (undo set): the TATs are put back after it; no tier member is added or counted.
+local function wa_book(w, tent, s, cost)
+  if cost > 0 then book(w[1], s, cost * w[2]) end
+  local score, added = string.format('%.0f', s), 0
+  for i = 1, #tent.booked do
+    local p = tent.booked[i]
+    if p[1] then book(p[1], s, w[4]) end
+    if p[3] and not undo then
+      redis.call('ZADD', KEYS[w[6]], score, p[3])
+      if p[4] then added = added + 1 end
+    end
+  end
+  if not undo and (added > 0 or #tent.booked > 0) then
+    local st = wa_tiers[w[6]]
+    if st then
+      st.n = st.n + added
+      redis.call('PEXPIRE', KEYS[w[6]], math.ceil(w[9] / 1000) + 60000) -- max_wait's margin
+    end
+  end
+end
+-- ===== end WHATSAPP
+
+local wa_tent -- the current request's WhatsApp bookings to be (wa_message, wa_keep)
+
 -- Message-level rules of message m; returns rule (0: passes), retry_after, status, warned,
 -- priority (a message of the priority lane).
 local function check_message(c, msg, m, otp_tent, otp_keys, otp_msg)
@@ -187,9 +308,8 @@ local function check_message(c, msg, m, otp_tent, otp_keys, otp_msg)
   if redis.call('SISMEMBER', KEYS[c[5]], msisdn) == 1 and enforced(1) then
     return 1, 0, false, false
   end
-  local cat, warned = false, false
+  local cat, warned, rec = false, false, false
   if tpl ~= '' then
-    local rec
     if string.byte(tpl, 1) == 1 then rec = {'APPROVED', string.sub(tpl, 2)}  -- Direct Send
     else rec = template_of(c[7], tpl) end
     if rec then cat = rec[2] end
@@ -206,6 +326,13 @@ local function check_message(c, msg, m, otp_tent, otp_keys, otp_msg)
       return 3, 0, false, false
     end
   end
+  local wa = nil
+  local w = c[20]
+  if w and w ~= 0 then
+    local rule, retry
+    rule, retry, wa = wa_message(w, m, msisdn, rec, wa_tent)
+    if rule ~= 0 then return rule, retry, false, false end
+  end
   if otp == 1 or cat == 'AUTHENTICATION' then
     local interval = c[9]
     local cur = otp_tent[kotp] or tat_of(kotp)
@@ -218,6 +345,7 @@ local function check_message(c, msg, m, otp_tent, otp_keys, otp_msg)
       otp_msg[#otp_msg + 1] = m
     end
   end
+  if wa then wa_keep(wa_tent, wa) end
   return 0, 0, false, warned, otp == 1 or (cat and PRIORITY_CATS[cat]) or false
 end
 
@@ -227,6 +355,7 @@ local function decide(c)
   local bks, msg = c[11], c[12]
   local dropped, uncons, otp_tent, otp_keys = {}, {}, {}, {}
   otp_msg = {}
+  wa_tent = {pair = {}, tier = {}, n_new = 0, booked = {}}
   local nmsg = #msg / 4
   local all_prio = true
   shadowed, prio = {}, false
@@ -279,6 +408,23 @@ local function decide(c)
       if over and rule < best then best, retry, ref = rule, r_retry, j end
     end
   end
+  local w, wa_cost = c[20], 0
+  if w and w ~= 0 then -- WHATSAPP: the sender number's bucket, shapeable like capacity
+    local sb
+    sb, wa_cost = wa_sender_slot(w, nmsg - #dropped / 2)
+    if sb then
+      local late = sb - now > max_wait
+      if shadow[9] then
+        if late then -- shadowed: goes, books nothing for the rule it broke
+          shadowed[#shadowed + 1] = 9
+          wa_cost = 0
+        end
+      else
+        if sb > s then s, sref = sb, -2 end
+        if best == 99 and late then best, retry, ref = 9, math.max(1, sb - now - max_wait), -2 end
+      end
+    end
+  end
   if not has_sub and cool > now then
     if shadow[6] then
       if cool - now > max_wait then shadowed[#shadowed + 1] = 6 end
@@ -289,7 +435,8 @@ local function decide(c)
       end
     end
   end
-  if c[14] > 0 and not prio then
+  -- bulk's reach (laned buckets 6, 7 only); a late sender bucket is its own refusal
+  if c[14] > 0 and not prio and best ~= 9 then
     local r, rr, rf = reach_refusal(c, bks, s, skip)
     if r < best then best, retry, ref = r, rr, rf end
   end
@@ -313,6 +460,7 @@ local function decide(c)
     if skip[k] then v = tat_of(k) else v = book(k, s, interval) end
     push(math.max(0, math.floor((burst * interval - (v - now)) / interval)))
   end
+  if w and w ~= 0 then wa_book(w, wa_tent, s, wa_cost) end
   if #otp_keys > 0 then
     local seen = {}
     for i = 1, #otp_keys do

@@ -7,9 +7,11 @@ emits at `rps - burst` per second and lets `burst` go at once (DESIGN.md, Token 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from gateway.config import Config, subaccount_key
 from gateway.policy.lanes import shadow_rules
+from gateway.policy.whatsapp import WhatsAppPlan
 from gateway.routes import Kind, Route
 from gateway.store import keys
 from gateway.store.base import BucketSpec, MessageCheck, OtpSpec, Rule, SendCheck
@@ -68,6 +70,7 @@ class LimitPlan:
         self.reserve_pm = round(lim.reserved_share * 1000)
         self.shadow = shadow_rules(lim.shadow)
         self.deadlines_ms = (lim.deadline_ms, lim.priority_deadline_ms)
+        self.whatsapp = WhatsAppPlan(cfg, capacity_bucket)
 
     def subaccount(self, subaccount: str) -> tuple[str, BucketSpec, str]:
         """(account, bucket, cool-down key) of a subaccount."""
@@ -115,10 +118,12 @@ class LimitPlan:
         end_user_ips: str | Sequence[str] | None,
         deadlines_us: tuple[int, int] = (0, 0),
         lane: int = 0,
+        body: Any = None,
     ) -> SendCheck:
         """A request's check; every end user it names (an SMS batch may name several) has its
         own bucket, and any of them refusing refuses the whole request. `deadlines_us`:
-        (bulk, priority), 0 none; `lane`: 0 from the messages (docs/lanes.md)."""
+        (bulk, priority), 0 none; `lane`: 0 from the messages (docs/lanes.md). `body`: the
+        decoded send, for a WhatsApp send's sender number (gateway/policy/whatsapp.py)."""
         sub = route.subaccount if route.subaccount is not None else self.booked_for(route.account)
         capacity: tuple[BucketSpec, ...]
         if sub is None:  # an account with no configured subaccount, or GET /files/{name}
@@ -147,6 +152,7 @@ class LimitPlan:
             deadline_us=deadlines_us[0],
             priority_deadline_us=deadlines_us[1],
             shadow=self.shadow,
+            whatsapp=self.whatsapp.check(route, account, sub, messages, body),
         )
 
     def all_buckets(self) -> dict[str, dict[str, int]]:
@@ -169,4 +175,15 @@ class LimitPlan:
         for name in self.cfg.subaccounts:
             rps, burst = self.cfg.subaccount_limit(name)
             out[f"subaccount:{name}"] = {"limit": rps, "window_s": 1, "burst": burst}
+        wa = self.cfg.whatsapp
+        for name, sub in self.cfg.subaccounts.items():  # WhatsApp's own (docs/whatsapp.md)
+            for number in sub.whatsapp_senders:
+                spec = self.whatsapp.sender_bucket(self.cfg.account_of(name), number)
+                out[f"sender:{number}"] = {"limit": spec.limit, "window_s": 1, "burst": spec.burst}
+        if any(sub.whatsapp_senders for sub in self.cfg.subaccounts.values()):
+            out["pair"] = {"limit": 1, "window_s": round(wa.pair_interval_s),
+                           "burst": wa.pair_burst}  # fmt: skip
+        for name, portfolio in self.cfg.portfolios.items():  # limit 0: unlimited
+            out[f"messaging_tier:{name}"] = {"limit": portfolio.tier_value(), "window_s": 86_400,
+                                             "burst": portfolio.tier_value()}  # fmt: skip
         return out

@@ -23,6 +23,7 @@ from . import shapes
 from .accounts import Contacts, Templates
 from .config import SimConfig
 from .limits import Limiter
+from .meta import Meta
 from .record import Recorder
 from .schema import Spec, check
 from .shapes import ApiError
@@ -77,6 +78,7 @@ class Simulator:
         self.contacts = Contacts(self.clock)
         self.sessions: dict[str, dict[str, Any]] = {}  # Verify sessions by id
         self.jobs: dict[str, dict[str, Any]] = {}  # Contacts batch jobs by id
+        self.meta = Meta()  # WhatsApp's limits behind 8x8 (gateway/simulator/meta.py)
 
     def reset(self) -> None:
         """Forget what arrived (records, counters, windows, contacts); keep the settings."""
@@ -85,6 +87,7 @@ class Simulator:
         self.contacts.clear()
         self.sessions.clear()
         self.jobs.clear()
+        self.meta.reset()
 
     def handler(self, route: Route) -> Handler:
         async def handle(request: web.Request) -> web.StreamResponse:
@@ -109,6 +112,12 @@ class Simulator:
             return web.Response(status=204)  # never sent: the transport is closed
         response = self._respond(request, route, raw, now, sub, account, ip)
         self._keep(request, route, now, sub, account, ip, raw, response.status)
+        if (
+            route.product == "chatapps"
+            and route.kind in ("send", "batch")
+            and response.status < 300
+        ):
+            self.meta.saw(sub, parse_json(raw), route.kind == "batch")
         if config.delay_ms > 0:
             await asyncio.sleep(config.delay_ms / 1000)
         return response

@@ -6,12 +6,14 @@ Errors here are `{"error": "..."}` with 400: they are the test's mistakes, not 8
 from __future__ import annotations
 
 import time
+from dataclasses import asdict
 from typing import Any
 
 import orjson
 from aiohttp import web
 
 from .app import Simulator
+from .meta import inbound_event, quality_event, tier_event
 
 SIM: web.AppKey[Simulator] = web.AppKey("sim", Simulator)
 
@@ -110,6 +112,56 @@ async def contacts(request: web.Request) -> web.Response:
     return _json(request.app[SIM].contacts.as_json())
 
 
+async def meta(request: web.Request) -> web.Response:
+    """Meta's settings (POST: change them) and what it judged (gateway/simulator/meta.py)."""
+    sim = request.app[SIM]
+    if request.method == "POST":
+        try:
+            changes = await _body(request)
+            if not isinstance(changes, dict):
+                return _bad("a JSON object of settings expected")
+            sim.meta.configure(changes)
+        except (orjson.JSONDecodeError, ValueError) as exc:
+            return _bad(str(exc))
+    if request.query.get("wait") == "1":
+        await sim.meta.idle()
+    return _json({"config": asdict(sim.meta.config), **sim.meta.stats()})
+
+
+async def meta_event(request: web.Request) -> web.Response:
+    """Send a webhook to the gateway as 8x8 would: `{"kind": "tier", "number", "tier",
+    "account"}`, `{"kind": "quality", "template", "language", "quality", "account"}` or
+    `{"kind": "inbound", "subaccount", "msisdn"}` (which also opens the user's window)."""
+    sim = request.app[SIM]
+    try:
+        given = await _body(request)
+    except orjson.JSONDecodeError as exc:
+        return _bad(str(exc))
+    if not isinstance(given, dict):
+        return _bad("a JSON object expected")
+    kind = given.get("kind")
+    try:
+        if kind == "tier":
+            event = tier_event(given.get("account", "acme"), given["number"], given["tier"])
+            path = "/webhooks/account"
+        elif kind == "quality":
+            event = quality_event(given.get("account", "acme"), given["template"],
+                                  given.get("language", "en"), given["quality"])  # fmt: skip
+            path = "/webhooks/templates"
+        elif kind == "inbound":
+            sim.meta.open_window(given["msisdn"])
+            event, path = inbound_event(given["subaccount"], given["msisdn"]), "/webhooks/inbound"
+        else:
+            return _bad("kind: tier, quality or inbound expected")
+    except KeyError as exc:
+        return _bad(f"{exc.args[0]}: required")
+    return _json({"status": await sim.meta.post(path, event)})
+
+
+async def _close_meta(app: web.Application) -> None:
+    await app[SIM].meta.close()
+
+
 async def health(request: web.Request) -> web.Response:
     return _json({"status": "ok"})
 
@@ -125,3 +177,7 @@ def add_control_routes(app: web.Application) -> None:
     router.add_route("GET", "/_sim/templates", templates)
     router.add_route("PUT", "/_sim/templates", templates)
     router.add_get("/_sim/contacts", contacts)
+    router.add_route("GET", "/_sim/meta", meta)
+    router.add_route("POST", "/_sim/meta", meta)
+    router.add_post("/_sim/meta/event", meta_event)
+    app.on_cleanup.append(_close_meta)

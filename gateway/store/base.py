@@ -29,10 +29,21 @@ class Rule(StrEnum):
     EGRESS_IP = "rate_limited.egress_ip"
     # the send's slot is later than its deadline allows (X-Send-Deadline-Ms, docs/lanes.md)
     DEADLINE = "rate_limited.deadline"
+    # WhatsApp's own limits (docs/whatsapp.md); after the others (DEADLINE too) so their
+    # codes keep their numbers in lua/decide.lua (9..14)
+    SENDER = "rate_limited.sender"
+    PAIR = "rate_limited.pair"
+    MESSAGING_TIER = "rate_limited.messaging_tier"
+    MARKETING_REGION = "recipient.marketing_region"
+    SUPPRESSED = "recipient.suppressed"
+    TEMPLATE_QUALITY = "template.quality"
 
 
 #: Rules that drop one message of a batch instead of refusing the whole request.
-MESSAGE_RULES = frozenset({Rule.OPTED_OUT, Rule.NO_CONSENT, Rule.TEMPLATE, Rule.OTP})
+MESSAGE_RULES = frozenset({
+    Rule.OPTED_OUT, Rule.NO_CONSENT, Rule.TEMPLATE, Rule.OTP, Rule.PAIR, Rule.MESSAGING_TIER,
+    Rule.MARKETING_REGION, Rule.SUPPRESSED, Rule.TEMPLATE_QUALITY,
+})  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +87,34 @@ class MessageCheck:
 
 
 @dataclass(frozen=True, slots=True)
+class WhatsAppMessage:
+    """The keys of one WhatsApp message's own limits (all under its account's hash tag)."""
+
+    pair: str  # GCRA bucket of (sender, recipient)
+    window: str  # present (TTL): the recipient wrote in, its customer-service window is open
+    hold: str  # present (TTL): MARKETING held after a 131049/1024 receipt
+    suppressed: str  # present (TTL): cannot receive WhatsApp (131026/1018 receipt)
+
+
+@dataclass(frozen=True, slots=True)
+class WhatsAppCheck:
+    """WhatsApp's limits for a chat-apps send from a subaccount with a sender number
+    (docs/whatsapp.md). `messages` parallels `SendCheck.messages`."""
+
+    sender: BucketSpec | None  # per sender number; counts every message forwarded
+    pair_interval_us: int
+    pair_burst: int
+    tier_key: str  # ZSET of the portfolio: recipient -> last business-initiated send (µs)
+    tier: int  # unique recipients per moving window; 0: unlimited (no ZSET)
+    tier_override_key: str  # a tier learned from 8x8's account webhook ("" none)
+    window_us: int  # the tier's moving window (24 h)
+    us_refuse: bool  # MARKETING to +1 numbers refused
+    quality_refuse: bool  # MARKETING of a template rated RED refused
+    messages: tuple[WhatsAppMessage, ...]
+    sender_n: int = 0  # > 0: the sender books this many (a large batch's last call)
+
+
+@dataclass(frozen=True, slots=True)
 class SendCheck:
     """Everything `decide` needs for one request (one message, or one batch)."""
 
@@ -98,6 +137,7 @@ class SendCheck:
     priority_deadline_us: int = 0  # likewise for priority sends
     shadow: frozenset[Rule] = frozenset()  # rules that only count (gateway_shadow_refusals)
     dry_run: bool = False  # decide, book nothing (POST /admin/v1/decide)
+    whatsapp: WhatsAppCheck | None = None  # None: not a WhatsApp send, nothing extra
 
 
 #: `SendCheck.lane`: 0 from the messages, PRIORITY or BULK forced
@@ -194,6 +234,19 @@ class Store(Protocol):
         earliest free slot (TAT = max(TAT, now) + n * interval): how sends a process let
         through on its local fallback reach the shared buckets of the processes still
         deciding there."""
+        ...
+
+    # --- WhatsApp's limits (docs/whatsapp.md)
+    async def wa_tier_set(self, key: str, tier: int) -> None:
+        """Set a portfolio's tier (0: unlimited) learned from 8x8's account webhook."""
+        ...
+
+    async def wa_tier_remove(self, key: str, member: str) -> None:
+        """Stop counting a recipient in a portfolio's tier (it was never delivered to)."""
+        ...
+
+    async def wa_tier_count(self, key: str, window_us: int) -> int:
+        """Recipients a portfolio's tier counts now."""
         ...
 
     async def optout_add(self, account: str, msisdn: str) -> bool: ...

@@ -80,8 +80,26 @@ def encode_split(
             ix(keys.changes(account)) if any_otp else 0,
             c.reserve_pm, c.lane, c.deadline_us, c.priority_deadline_us,
             sorted(CODE[r] for r in c.shadow), int(c.dry_run),
+            _whatsapp(c, ix),
         ))  # fmt: skip
     return names, others, orjson.dumps(payload)
+
+
+def _whatsapp(c: SendCheck, ix: Callable[[str], int]) -> object:
+    """decide.lua's `whatsapp` entry of a request (0: not a WhatsApp send)."""
+    w = c.whatsapp
+    if w is None:
+        return 0
+    per: list[int] = []
+    for m in w.messages:
+        per += (ix(m.pair), ix(m.window), ix(m.hold), ix(m.suppressed))
+    sender = w.sender
+    return (
+        ix(sender.key) if sender else 0, sender.interval_us if sender else 0,
+        sender.burst if sender else 0, w.pair_interval_us, w.pair_burst, ix(w.tier_key),
+        w.tier, ix(w.tier_override_key) if w.tier_override_key else 0, w.window_us,
+        int(w.us_refuse), int(w.quality_refuse), w.sender_n, per,
+    )  # fmt: skip
 
 
 def decode(checks: Sequence[SendCheck], reply: Sequence[Any]) -> list[Decision]:
@@ -132,6 +150,11 @@ def _refusal(c: SendCheck, rule: Rule, retry: int, status: Any, ref: int) -> Ref
         return Refusal(rule, retry, bucket=gcra.otp_bucket_spec(c, c.messages[ref].msisdn))
     if rule is Rule.TEMPLATE:
         return Refusal(rule, status=None if status is None else text(status))
-    if rule in (Rule.OPTED_OUT, Rule.NO_CONSENT):
+    if rule in (Rule.OPTED_OUT, Rule.NO_CONSENT, Rule.MARKETING_REGION, Rule.TEMPLATE_QUALITY):
         return Refusal(rule)
+    if rule in (Rule.PAIR, Rule.MESSAGING_TIER, Rule.SUPPRESSED):
+        return Refusal(rule, retry)
+    sender = c.whatsapp.sender if c.whatsapp else None
+    if rule is Rule.SENDER or ref == -2:  # -2: the sender bucket (a deadline it set)
+        return Refusal(rule, retry, bucket=sender)
     return Refusal(rule, retry, bucket=c.buckets[ref] if ref >= 0 else None)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Protocol
 
-from gateway.store import keys
+from gateway.store import keys, wacheck
 from gateway.store.base import (
     PRIORITY,
     PRIORITY_CATEGORIES,
@@ -79,6 +79,21 @@ class View(Protocol):
     def tat(self, key: str, now: int) -> int: ...
     def set_tat(self, key: str, tat: int, now: int) -> None: ...
     def cooldown_end(self, key: str, now: int) -> int: ...
+    # WhatsApp's limits (gateway/store/wacheck.py)
+    def template_quality(self, account: str, template: str) -> str | None: ...
+    def tier_override(self, key: str) -> int | None: ...
+    def tier_trim(self, key: str, upto: int) -> int: ...
+    def tier_score(self, key: str, member: str) -> int | None: ...
+    def tier_oldest(self, key: str) -> int | None: ...
+    def tier_add(self, key: str, member: str, score: int) -> None: ...
+
+
+class _Wa:
+    """One decision's WhatsApp state: the tier cache of the call, the request's bookings."""
+
+    def __init__(self, tiers: wacheck.Tiers) -> None:
+        self.tiers = tiers
+        self.tent = wacheck.Tentative()
 
 
 def _message_rule(
@@ -88,9 +103,11 @@ def _message_rule(
     otp_tent: dict[str, int],
     now: int,
     shadowed: list[Rule],
+    wa: _Wa | None = None,
 ) -> tuple[Rule | None, int, str | None, bool, str | None, bool]:
     """(rule or None, retry_after, status, unconsented, OTP key to book, priority) of one
-    message. A rule in `check.shadow` that would refuse is added to `shadowed` instead."""
+    message. A rule in `check.shadow` that would refuse is added to `shadowed` instead
+    (WhatsApp's rules too)."""
     msg = check.messages[index]
     account = check.account
     shadow = check.shadow
@@ -120,6 +137,18 @@ def _message_rule(
                 status = state[0] if state else None
                 return Rule.TEMPLATE, 0, status, False, None, False
             shadowed.append(Rule.TEMPLATE)
+    pending = None
+    w = check.whatsapp
+    if w is not None and wa is not None:  # WhatsApp's own limits
+        record = None
+        if msg.template or msg.category:
+            quality = view.template_quality(account, msg.template) if msg.template else None
+            record = (category, quality)
+        rule, retry, pending = wacheck.message_rule(
+            view, wa.tiers, w, index, msg.msisdn, record, wa.tent, now, shadow, shadowed
+        )
+        if rule is not None:
+            return rule, retry, None, False, None, False
     otp_key = None
     if msg.otp or category == AUTHENTICATION:
         key = keys.otp_bucket(account, msg.msisdn)
@@ -135,12 +164,16 @@ def _message_rule(
         else:
             otp_tent[key] = max(cur, now) + interval
             otp_key = key
+    if pending is not None and wa is not None:
+        wa.tent.keep(pending)
     priority = msg.otp or category in PRIORITY_CATEGORIES
     return None, 0, None, warned, otp_key, priority
 
 
 #: the buckets bulk sends see without their reserved share (docs/lanes.md)
 LANED = frozenset({Rule.SUBACCOUNT, Rule.EGRESS_IP})
+#: the refusals a deadline refusal replaces: the capacity buckets a send waits on
+_LATE = LANED | {Rule.SENDER}
 
 
 def bulk_reach(spec: BucketSpec, check: SendCheck, now: int) -> int:
@@ -178,10 +211,15 @@ def _spec_refusal(spec: BucketSpec, sb: int, check: SendCheck, now: int) -> Refu
 
 
 def _bucket_refusal(
-    view: View, check: SendCheck, now: int, priority: bool, shadowed: list[Rule]
-) -> tuple[int, Refusal | None, frozenset[str]]:
+    view: View,
+    check: SendCheck,
+    now: int,
+    priority: bool,
+    shadowed: list[Rule],
+    forwarded: int = 0,
+) -> tuple[int, Refusal | None, frozenset[str], int]:
     """(common booking instant, refusal or None, keys of shadowed buckets that would have
-    refused: not booked) of the request-level buckets."""
+    refused: not booked, WhatsApp sender tokens to book) of the request-level buckets."""
     cool = view.cooldown_end(check.cooldown_key, now) if check.cooldown_key else 0
     slot, best, has_sub = now, None, False
     slot_spec: BucketSpec | None = None
@@ -200,25 +238,43 @@ def _bucket_refusal(
             slot, slot_spec = sb, spec
         if over is not None and (best is None or RANK[spec.rule] < RANK[best.rule]):
             best = over
+    cost = 0
+    w = check.whatsapp
+    if w is not None and w.sender is not None:  # the sender number's bucket, shapeable
+        sb_or_none, cost = wacheck.sender_slot(view, w, forwarded, now)
+        if sb_or_none is not None:
+            late = sb_or_none - now > check.max_wait_us
+            if Rule.SENDER in check.shadow:
+                if late:  # shadowed: goes, books nothing for the rule it broke
+                    shadowed.append(Rule.SENDER)
+                    cost = 0
+            else:
+                if sb_or_none > slot:
+                    slot, slot_spec = sb_or_none, w.sender
+                if best is None and late:
+                    wait = max(1, sb_or_none - now - check.max_wait_us)
+                    best = Refusal(Rule.SENDER, wait, bucket=w.sender)
     if not has_sub and cool > now:
         if Rule.SUBACCOUNT in check.shadow:
             if cool - now > check.max_wait_us:
                 shadowed.append(Rule.SUBACCOUNT)
         else:
             slot = max(slot, cool)
-            if cool - now > check.max_wait_us and (best is None or best.rule is Rule.EGRESS_IP):
+            late = best is None or RANK[best.rule] > RANK[Rule.SUBACCOUNT]
+            if cool - now > check.max_wait_us and late:
                 best = Refusal(Rule.SUBACCOUNT, max(1, cool - now - check.max_wait_us))
-    if check.reserve_pm and not priority:
+    # bulk's reach (laned buckets only); a late sender bucket is its own refusal
+    if check.reserve_pm and not priority and (best is None or best.rule is not Rule.SENDER):
         over = _reach_refusal(view, check, now, slot, shadowed, skip)
         if over is not None and (best is None or RANK[over.rule] < RANK[best.rule]):
             best = over
     deadline = check.priority_deadline_us if priority else check.deadline_us
-    if deadline and slot - now > deadline and (best is None or best.rule in LANED):
+    if deadline and slot - now > deadline and (best is None or best.rule in _LATE):
         if Rule.DEADLINE in check.shadow:
             shadowed.append(Rule.DEADLINE)
         else:
             best = Refusal(Rule.DEADLINE, slot - now, bucket=slot_spec)
-    return slot, best, frozenset(skip)
+    return slot, best, frozenset(skip), cost
 
 
 class _DryView:
@@ -247,12 +303,32 @@ class _DryView:
     def cooldown_end(self, key: str, now: int) -> int:
         return self._view.cooldown_end(key, now)
 
+    def template_quality(self, account: str, template: str) -> str | None:
+        return self._view.template_quality(account, template)
 
-def decide(view: View, check: SendCheck, now: int) -> Decision:
+    def tier_override(self, key: str) -> int | None:
+        return self._view.tier_override(key)
+
+    def tier_trim(self, key: str, upto: int) -> int:  # expired members only: no booking
+        return self._view.tier_trim(key, upto)
+
+    def tier_score(self, key: str, member: str) -> int | None:
+        return self._view.tier_score(key, member)
+
+    def tier_oldest(self, key: str) -> int | None:
+        return self._view.tier_oldest(key)
+
+    def tier_add(self, key: str, member: str, score: int) -> None:
+        pass  # a dry run counts no recipient in the messaging tier
+
+
+def decide(view: View, check: SendCheck, now: int, tiers: wacheck.Tiers | None = None) -> Decision:
     """One request, atomically: refuse (nothing consumed) or book every bucket at once.
-    A dry run decides the same and writes nothing."""
+    A dry run decides the same and writes nothing. `tiers`: the WhatsApp tier state of the
+    decision call this request is part of."""
     if check.dry_run:
         view = _DryView(view)
+    wa = _Wa(tiers or wacheck.Tiers()) if check.whatsapp is not None else None
     dropped: list[tuple[int, Rule]] = []
     unconsented: list[int] = []
     otp_tent: dict[str, int] = {}
@@ -261,7 +337,7 @@ def decide(view: View, check: SendCheck, now: int) -> Decision:
     all_priority = True  # every message kept so far is a priority one
     for index in range(len(check.messages)):
         rule, retry, status, warned, otp_key, prio = _message_rule(
-            view, check, index, otp_tent, now, shadowed
+            view, check, index, otp_tent, now, shadowed, wa
         )
         if rule is not None:
             if not check.batch:
@@ -283,7 +359,8 @@ def decide(view: View, check: SendCheck, now: int) -> Decision:
         return Decision(dropped=tuple(dropped), shadowed=tuple(shadowed))
     # no messages (not a send): bulk; a lane given (pacing's fresh slot) wins
     priority = check.lane == PRIORITY if check.lane else bool(check.messages) and all_priority
-    slot, over, skip = _bucket_refusal(view, check, now, priority, shadowed)
+    forwarded = len(check.messages) - len(dropped)
+    slot, over, skip, cost = _bucket_refusal(view, check, now, priority, shadowed, forwarded)
     if over is not None:
         return Decision(
             refusal=over,
@@ -302,6 +379,8 @@ def decide(view: View, check: SendCheck, now: int) -> Decision:
         remaining.append((spec.rule, max(0, left)))
     for key in otp_keys:
         view.set_tat(key, max(view.tat(key, now), slot) + check.otp.interval_us, now)
+    if wa is not None and check.whatsapp is not None:
+        wacheck.book(view, wa.tiers, check.whatsapp, wa.tent, slot, cost, now, check.dry_run)
     return Decision(
         slot_us=slot,
         wait_us=slot - now,

@@ -75,3 +75,43 @@ def template_id(name: str, language: str) -> str:
 def erased(account: str) -> str:
     """List: the account's erasure tombstones (a masked number and when), for the export."""
     return f"gw:{{{account}}}:erased"
+
+
+# --- WhatsApp's own limits (docs/whatsapp.md): every key under the account's hash tag, so
+# one decision stays one script call per slot on a Cluster
+
+
+def wa_sender(account: str, sender: str) -> str:
+    """GCRA bucket of one WhatsApp sender number."""
+    return f"gw:{{{account}}}:wa:snd:{sender}"
+
+
+def wa_pair(account: str, sender: str, recipient: str) -> str:
+    """GCRA bucket of one (sender number, recipient) pair."""
+    return f"gw:{{{account}}}:wa:pair:{sender}:{recipient}"
+
+
+def wa_window(account: str, recipient: str) -> str:
+    """Present (24 h TTL) while the recipient's customer-service window is open."""
+    return f"gw:{{{account}}}:wa:win:{recipient}"
+
+
+def wa_hold(account: str, recipient: str) -> str:
+    """Present (TTL) while MARKETING to the recipient is held (131049/1024 receipt)."""
+    return f"gw:{{{account}}}:wa:mhold:{recipient}"
+
+
+def wa_suppressed(account: str, recipient: str) -> str:
+    """Present (TTL) while the number is suppressed for WhatsApp (131026/1018 receipt)."""
+    return f"gw:{{{account}}}:wa:undel:{recipient}"
+
+
+def wa_tier(account: str, portfolio: str) -> str:
+    """ZSET of a portfolio's counted recipients, scored by their last send (µs). Under the
+    hash tag of the account its subaccounts belong to (config requires one account)."""
+    return f"gw:{{{account}}}:wa:tier:{portfolio}"
+
+
+def wa_tier_set(account: str, portfolio: str) -> str:
+    """A portfolio's tier learned from 8x8's account webhook (until the config changes)."""
+    return f"gw:{{{account}}}:wa:tierset:{portfolio}"

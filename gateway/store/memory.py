@@ -11,7 +11,7 @@ import bisect
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 
-from gateway.store import gcra, keys
+from gateway.store import gcra, keys, wacheck
 from gateway.store.base import (
     BucketFill,
     BucketSpec,
@@ -101,6 +101,46 @@ class MemoryStore:
         # Redis reports the cool-down's TTL in whole ms: the same rounding here
         return now + (until - now) // 1000 * 1000 if until else 0
 
+    # --- WhatsApp's limits (wacheck.TierView): a portfolio's ZSET as member -> score
+    def _wa(self) -> _WhatsApp:
+        found: _WhatsApp = vars(self).setdefault("_wa_state", _WhatsApp())
+        return found
+
+    def template_quality(self, account: str, template: str) -> str | None:
+        found = self._templates.get(account, {}).get(template.lower())
+        quality = None if found is None else found[0].quality
+        return quality.upper() if quality else None
+
+    def tier_override(self, key: str) -> int | None:
+        return self._wa().tiers_set.get(key)
+
+    def tier_trim(self, key: str, upto: int) -> int:
+        members = self._wa().zsets.get(key)
+        if not members:
+            return 0
+        for gone in [m for m, score in members.items() if score <= upto]:
+            del members[gone]
+        return len(members)
+
+    def tier_score(self, key: str, member: str) -> int | None:
+        return self._wa().zsets.get(key, {}).get(member)
+
+    def tier_oldest(self, key: str) -> int | None:
+        members = self._wa().zsets.get(key)
+        return min(members.values()) if members else None
+
+    def tier_add(self, key: str, member: str, score: int) -> None:
+        self._wa().zsets.setdefault(key, {})[member] = score
+
+    async def wa_tier_set(self, key: str, tier: int) -> None:
+        self._wa().tiers_set[key] = tier
+
+    async def wa_tier_remove(self, key: str, member: str) -> None:
+        self._wa().zsets.get(key, {}).pop(member, None)
+
+    async def wa_tier_count(self, key: str, window_us: int) -> int:
+        return self.tier_trim(key, self._clock() - window_us)
+
     # --- decisions
     async def decide(self, check: SendCheck) -> Decision:
         return (await self.decide_many((check,)))[0]
@@ -110,7 +150,8 @@ class MemoryStore:
         self._ops += len(checks)
         if self._ops >= _SWEEP_EVERY:
             self._sweep(now)
-        return [gcra.decide(self, check, now) for check in checks]
+        tiers = wacheck.Tiers()  # one call's tier state, as decide.lua keeps it per call
+        return [gcra.decide(self, check, now, tiers) for check in checks]
 
     async def set_cooldown(self, key: str, duration_us: int) -> None:
         now = self._clock()
@@ -290,6 +331,14 @@ class MemoryStore:
     async def erasures(self, account: str) -> AsyncIterator[str]:
         for tombstone in list(self._privacy().erased.get(account, ())):
             yield tombstone
+
+
+class _WhatsApp:
+    """MemoryStore's WhatsApp tier state: portfolio ZSETs and tiers learned from webhooks."""
+
+    def __init__(self) -> None:
+        self.zsets: dict[str, dict[str, int]] = {}
+        self.tiers_set: dict[str, int] = {}
 
 
 class _Later:

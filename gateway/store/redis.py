@@ -38,6 +38,7 @@ from gateway.store.base import (
     Decision,
     SendCheck,
     TemplateRecord,
+    WhatsAppCheck,
 )
 from gateway.store.channel import Channel, channel_for
 from gateway.store.cluster import SlotSplit
@@ -142,7 +143,8 @@ class RedisStore:
         n = len(check.messages)
         for start in range(0, n, CHUNK):
             part = replace(check, messages=check.messages[start : start + CHUNK], buckets=(),
-                           cooldown_key="", batch=True)  # fmt: skip
+                           cooldown_key="", batch=True,
+                           whatsapp=_wa_part(check, start))  # fmt: skip
             (found,) = await self._call((part,), journal)
             dropped += ((start + i, rule) for i, rule in found.dropped)
             uncons += (start + i for i in found.unconsented)
@@ -152,7 +154,8 @@ class RedisStore:
         if len(dropped) == n:
             return Decision(dropped=tuple(dropped), shadowed=tuple(shadowed))
         lane = check.lane or (PRIORITY if priority else BULK)
-        (found,) = await self._call((replace(check, messages=(), lane=lane),), journal)
+        wa = _wa_last(check, n - len(dropped))
+        (found,) = await self._call((replace(check, messages=(), lane=lane, whatsapp=wa),), journal)
         if found.refusal is not None:
             await self._canceller.cancel(journal)
         return Decision(found.wait_us, found.refusal, tuple(dropped), tuple(uncons),
@@ -176,6 +179,19 @@ class RedisStore:
             left, reset = gcra.fill(int(tat or 0), spec.interval_us, spec.burst, now)
             out.append(BucketFill(spec.rule, spec.key, left, reset))
         return out
+
+    # --- WhatsApp's limits: a portfolio's tier from 8x8's account webhook, its ZSET
+    async def wa_tier_set(self, key: str, tier: int) -> None:
+        await self.client.set(key, str(tier), px=30 * 86_400_000)
+
+    async def wa_tier_remove(self, key: str, member: str) -> None:
+        await self.client.zrem(key, member)
+
+    async def wa_tier_count(self, key: str, window_us: int) -> int:
+        """Recipients counted now (members of the moving window)."""
+        seconds, micros = await self.client.time()
+        now = int(seconds) * 1_000_000 + int(micros)
+        return int(await self.client.zcount(key, f"({now - window_us}", "+inf"))
 
     async def hold_buckets(self, holds: Sequence[tuple[str, int]]) -> None:
         hold = script("hold")
@@ -385,6 +401,22 @@ class RedisStore:
             if len(page) < 500:
                 return
             start += 500
+
+
+def _wa_part(check: SendCheck, start: int) -> WhatsAppCheck | None:
+    """A chunk's WhatsApp limits: its messages' keys, no sender bucket (the last call's)."""
+    w = check.whatsapp
+    if w is None:
+        return None
+    return replace(w, sender=None, messages=w.messages[start : start + CHUNK])
+
+
+def _wa_last(check: SendCheck, forwarded: int) -> WhatsAppCheck | None:
+    """The last call's WhatsApp limits: the sender bucket, for the messages forwarded."""
+    w = check.whatsapp
+    if w is None or w.sender is None:
+        return None
+    return replace(w, messages=(), sender_n=forwarded)
 
 
 def _chunked(check: SendCheck) -> bool:

@@ -146,6 +146,16 @@ class SimProcess:
     def reset(self) -> None:
         self._call("POST", "/_sim/reset")
 
+    def meta(self, wait: bool = False, **settings: Any) -> dict[str, Any]:
+        """Meta's settings and what it judged (gateway/simulator/meta.py); `wait`: after
+        every receipt was POSTed."""
+        path = "/_sim/meta" + ("?wait=1" if wait else "")
+        return dict(self._call("POST", path, settings))
+
+    def meta_event(self, **event: Any) -> int:
+        """Have the simulator POST a webhook to the gateway (tier, quality, inbound)."""
+        return int(self._call("POST", "/_sim/meta/event", event)["status"])
+
     def configure(self, **settings: Any) -> dict[str, Any]:
         """Change settings (delay_ms, fail_status, drop, retry_after_s, subaccount_rps,
         ip_rps, api_key, record_limit, window_s, subaccount_rps_by_id); returns them all."""
