@@ -6,7 +6,9 @@
 -- ARGV[1]: JSON flat array, per request in the order they were decided:
 --   s (the request's booking instant, µs), n, then n times (k_key, interval_us, burst)
 -- A request books only if EVERY one of its buckets here admits a send at s (its earliest
--- slot tat + T - burst*T is not after s); then each TAT becomes max(tat, s) + T. s may be a
+-- slot tat + T - burst*T is not after s; burst 0: a shadowed bucket, docs/lanes.md, that
+-- decide.lua let through without delaying the send, admitted whatever its earliest slot);
+-- then each TAT becomes max(tat, s) + T. s may be a
 -- little in the past for this server: GCRA's bound holds for bookings in any order.
 -- Returns a flat array, per request:
 --   booked:     0, then (TAT before, TAT after) per bucket
@@ -45,7 +47,7 @@ while i <= #req do
     local o = i + 2 + j * 3
     local interval = req[o + 1]
     local e = tat_of(req[o]) + interval - req[o + 2] * interval
-    if e > late_at then late, late_at = j, e end
+    if req[o + 2] > 0 and e > late_at then late, late_at = j, e end
   end
   if late >= 0 then
     push(1) push(late) push(late_at)

@@ -299,7 +299,8 @@ class SlotSplit:
             flat += (r.at, len(buckets))
             for b in buckets:
                 k = index.setdefault(b.key, len(index) + 1)
-                flat += (k, b.interval_us, b.burst)
+                # a shadowed bucket never delays the send: booked whatever its slot (0)
+                flat += (k, b.interval_us, 0 if b.rule in r.check.shadow else b.burst)
         names = list(index)
         call_keys, ix = journals.on_slot_of(names[0]).call_keys(names)
         reply = await self._confirm(self.calls, call_keys, (orjson.dumps(flat), ix, JOURNAL_MS))

@@ -270,6 +270,25 @@ async def test_one_script_call_per_slot_per_step(
                              **{("confirm", s): 1 for s in away}})  # fmt: skip
 
 
+async def test_a_shadowed_bucket_on_another_slot_is_booked_without_delaying_the_send(
+    cluster: RedisStore,
+):
+    """docs/lanes.md: a shadowed bucket that would not refuse is booked at the slot of the
+    enforced ones, even before its own earliest slot; the confirm step on its slot must not
+    refuse it (it did: three passes, then a refusal the single script never gives)."""
+    egress = egress_bucket(interval_us=2 * US, burst=1)
+    first = send(msg(X), buckets=(sub_bucket(), egress), max_wait_us=5 * US)
+    second = replace(send(msg(Y), buckets=(sub_bucket(), egress), max_wait_us=5 * US),
+                     shadow=frozenset({Rule.EGRESS_IP}))  # fmt: skip
+    for store in (MemoryStore(), cluster):
+        a, b = await store.decide_many([first, second])
+        assert a.refusal is None and a.wait_us == 0
+        assert b.refusal is None and b.wait_us == 0 and b.shadowed == ()
+        assert dict(b.remaining)[Rule.EGRESS_IP] == 0
+    tat, _ = await key_state(cluster, egress.key)
+    assert tat is not None and tat - b.slot_us >= 3 * US  # booked twice (2 s each)
+
+
 async def test_a_call_sent_to_the_wrong_node_is_redirected_through_the_client(
     cluster: RedisStore, monkeypatch: pytest.MonkeyPatch
 ):
