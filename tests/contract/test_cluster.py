@@ -254,6 +254,11 @@ async def test_one_script_call_per_slot_per_step(
     calls: Counter[tuple[str, int]] = Counter()
     real = NodeChannels.execute_command  # every script call goes through it
     names = {script(n).sha: n for n in ("decide", "peek", "confirm", "refund")}
+    # the steady state: scripts loaded on every primary (as after any earlier decision).
+    # Cold, each first call meets NOSCRIPT and is repeated after the load, which counted
+    # twice whenever this test ran before any other on a fresh cluster (alone, -k, --lf)
+    for n in names.values():
+        await cluster.client.script_load(script(n).source)
 
     async def counting(self: NodeChannels, *args: Any) -> Any:
         if args[0] == "EVALSHA":
