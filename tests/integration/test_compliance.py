@@ -41,16 +41,6 @@ def redis_server() -> Iterator[RedisServer]:
         yield server
 
 
-@pytest.fixture(params=["memory", "redis"])
-def backend(request: pytest.FixtureRequest) -> dict[str, Any]:
-    """Config sections selecting the store: none (in-process) or a flushed real Redis."""
-    if request.param == "memory":
-        return {}
-    server: RedisServer = request.getfixturevalue("redis_server")
-    server.cli("FLUSHALL")
-    return {"redis": {"url": server.url}}
-
-
 async def call(
     gw: GatewayProcess, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None
 ) -> tuple[int, dict[str, str], Any]:  # fmt: skip

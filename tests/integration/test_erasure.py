@@ -5,11 +5,9 @@ the erasure without naming the person, and an opt-out still refuses every send."
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import aiohttp
-import pytest
 
 from tests.conftest import GatewayFactory
 from tests.integration.test_compliance import (
@@ -24,25 +22,9 @@ from tests.integration.test_compliance import (
     text,
 )
 from tests.support.gatewayproc import GatewayProcess
-from tests.support.redisproc import RedisServer
 from tests.support.simproc import SimProcess
 
 CONSENT = {"source": "web form", "categories": ["MARKETING"], "timestamp": "2026-01-05T10:00:00Z"}
-
-
-@pytest.fixture(scope="module")
-def redis_server() -> Iterator[RedisServer]:
-    with RedisServer() as server:
-        yield server
-
-
-@pytest.fixture(params=["memory", "redis"])
-def backend(request: pytest.FixtureRequest) -> dict[str, Any]:
-    if request.param == "memory":
-        return {}
-    server: RedisServer = request.getfixturevalue("redis_server")
-    server.cli("FLUSHALL")
-    return {"redis": {"url": server.url}}
 
 
 async def export(gw: GatewayProcess) -> list[dict[str, Any]]:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import gzip
 import json
 import zlib
-from collections.abc import Iterator
 from typing import Any
 
 import aiohttp
@@ -22,7 +21,6 @@ from tests.support.gatewayproc import (
     GatewayProcess,
     sha,
 )
-from tests.support.redisproc import RedisServer
 from tests.support.simproc import SimProcess
 
 NUMBER = "+6591234567"
@@ -34,21 +32,6 @@ CLIENT = {"Authorization": f"Bearer {CLIENT_TOKEN}"}
 ADMIN = "/admin/v1/accounts/acme"
 ADMIN_AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 DIRECT = {"whatsApp": {"directSend": {"category": "utility"}}}
-
-
-@pytest.fixture(scope="module")
-def redis_server() -> Iterator[RedisServer]:
-    with RedisServer() as server:
-        yield server
-
-
-@pytest.fixture(params=["memory", "redis"])
-def backend(request: pytest.FixtureRequest) -> dict[str, Any]:
-    if request.param == "memory":
-        return {}
-    server: RedisServer = request.getfixturevalue("redis_server")
-    server.cli("FLUSHALL")
-    return {"redis": {"url": server.url}}
 
 
 async def post(
