@@ -8,7 +8,9 @@ then, so what 8x8 sees in any one-second window stays within the limit whatever 
 forwarding delay. The late slot stays spent: that costs goodput only when sends are late.
 
 The sleep runs to the slot on this host's clock, not for `wait_us` after the reply came:
-a reply that took long does not delay the send further. The slot is on the store's clock
+a reply that took long does not delay the send further. A late send is booked afresh; a
+fresh slot that was free at once and left tokens to spare then goes even when the busy loop
+delivers it a little late too (see `until_slot`). The slot is on the store's clock
 (Redis `TIME`); `SlotClock` maps it onto this host's by the smallest offset seen lately
 (as NTP filters delay), so hosts whose clocks differ from Redis's by any amount pace alike.
 """
@@ -72,7 +74,12 @@ async def until_slot(
         if left > 0:
             await asyncio.sleep(left)
             left = clock.local(decision.slot_us) - time.time()
-        if -left <= LATE_S or not pressed(decision):
+        if -left <= LATE_S:
+            return decision
+        if attempt and not decision.wait_us and not at_edge(decision):
+            # a fresh slot booked at once, with tokens to spare: its only lateness is the
+            # reply's trip back through this (busy) loop, which another booking would
+            # repeat; it goes (re-booking again would refuse sends far under the limit)
             return decision
         if attempt == REBOOKS:
             break
@@ -89,14 +96,8 @@ async def until_slot(
 CAPACITY = frozenset({Rule.SUBACCOUNT, Rule.EGRESS_IP})
 
 
-def pressed(decision: Decision) -> bool:
-    """Whether the booking was at a capacity bucket's edge: it waited for its slot, or took
-    a bucket's last token. Only then can a late departure put one too many into 8x8's
-    window; a late send from a bucket with tokens to spare goes as it is (re-booking it
-    would spend a second slot and, on a saturated process, refuse sends far under the
-    limit)."""
-    if decision.wait_us > 0:
-        return True
+def at_edge(decision: Decision) -> bool:
+    """Whether the booking took a capacity bucket's last token."""
     return any(n <= 0 for rule, n in decision.remaining if rule in CAPACITY)
 
 
