@@ -170,6 +170,11 @@ async def ratelimit_on_prepare(request: web.Request, response: web.StreamRespons
     """aiohttp `on_response_prepare`: put a decided request's RateLimit fields on its
     answer. The gateway's own 429 keeps its draft-06 `RateLimit-Policy` (`<n>;w=<s>`,
     INTERFACE.md "Rate-limit answers") and gains `RateLimit`."""
+    ratelimit_headers(request, response)
+
+
+def ratelimit_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """`ratelimit_on_prepare`'s work, for a hook that does more than this."""
     fields = request.get(RATELIMIT)
     if fields is None:
         return

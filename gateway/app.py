@@ -95,9 +95,8 @@ def build_app(
     )
     app[STATE] = state
     app[idempotency.IDEMPOTENCY] = idempotency.for_store(store, cfg.redis.timeout_ms, state.log)
-    app.on_response_prepare.append(answers.ratelimit_on_prepare)
     app.cleanup_ctx.append(_lifecycle)
-    app.on_response_prepare.append(_answer_request_id)
+    app.on_response_prepare.append(_on_prepare)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     if not cfg.server.metrics_port:
@@ -251,13 +250,12 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
     if "subaccount" in info:  # a proxied request: its outcome by (bounded) subaccount
         state.metrics.decision(decision, state.subaccount_label(info["subaccount"]))
     if route not in _OPS:
-        state.log.info(
+        logs.info_line(
+            state.log,
             "request",
-            method=request.method,
-            status=response.status,
-            ms=round(seconds * 1000, 2),
-            **info,
-        )
+            {"method": request.method, "status": response.status,
+             "ms": round(seconds * 1000, 2), **info},
+        )  # fmt: skip
     return response
 
 
@@ -273,8 +271,11 @@ def _error_id(response: web.StreamResponse) -> str | None:
     return value if isinstance(value, str) else None
 
 
-async def _answer_request_id(request: web.Request, response: web.StreamResponse) -> None:
-    """Every answer, streamed ones too, carries the request's X-Request-Id."""
+async def _on_prepare(request: web.Request, response: web.StreamResponse) -> None:
+    """aiohttp `on_response_prepare`, one hook (one coroutine per answer, not two): the
+    RateLimit fields of a decided request, and on every answer, streamed ones too, the
+    request's X-Request-Id."""
+    answers.ratelimit_headers(request, response)
     info = request.get(LOG)
     if info is not None and "request_id" in info:
         response.headers["X-Request-Id"] = info["request_id"]

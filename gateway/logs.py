@@ -133,6 +133,8 @@ class LineWriter:
 
 
 _writer: LineWriter | None = None
+_clock: _Clock | None = None  # set by configure() when info lines are written
+_processors: list[Any] = []  # configure()'s pipeline: info_line writes directly while it holds
 _pid = os.getpid()
 _redacted: tuple[str, ...] = ()  # literal secrets (admin token, webhook secret, 8x8 key)
 
@@ -158,20 +160,23 @@ def redact(*secrets: str) -> None:
 
 
 def configure(level: str = "info") -> None:
-    global _writer
+    global _writer, _clock, _processors
     _writer = LineWriter(
         sys.stdout.buffer.raw if hasattr(sys.stdout.buffer, "raw") else sys.stdout.buffer
     )
     writer = _writer
+    clock = _Clock()
+    _clock = clock if logging.getLevelName(level.upper()) <= logging.INFO else None
+    _processors = [
+        structlog.processors.add_log_level,
+        clock,
+        add_pid,
+        structlog.processors.format_exc_info,
+        scrub,  # after format_exc_info, so tracebacks are scrubbed too
+        structlog.processors.JSONRenderer(serializer=orjson.dumps),
+    ]
     structlog.configure(
-        processors=[
-            structlog.processors.add_log_level,
-            _Clock(),
-            add_pid,
-            structlog.processors.format_exc_info,
-            scrub,  # after format_exc_info, so tracebacks are scrubbed too
-            structlog.processors.JSONRenderer(serializer=orjson.dumps),
-        ],
+        processors=_processors,
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
         logger_factory=lambda *_: writer,
         cache_logger_on_first_use=True,
@@ -222,6 +227,22 @@ def _route_stdlib_logging(level: str) -> None:
     root.addHandler(_StdlibBridge())
     root.setLevel(logging.getLevelName(level.upper()))
     logging.getLogger("aiohttp.access").disabled = True  # the gateway writes its own line
+
+
+def info_line(log: Any, event: str, fields: dict[str, Any]) -> None:
+    """An info line on the hot path (the per-request line): the same bytes configure()'s
+    pipeline writes (level, timestamp and pid added, then `scrub`, then orjson), without
+    structlog's bound-logger and processor dispatch per call. Before configure(), when
+    info lines are filtered out, or when structlog was configured otherwise since (tests),
+    it goes through `log` as any other line."""
+    clock, writer = _clock, _writer
+    if clock is None or writer is None or structlog.get_config()["processors"] is not _processors:
+        log.info(event, **fields)
+        return
+    line: dict[str, Any] = {**fields, "event": event, "level": "info"}
+    clock(None, "info", line)
+    line["pid"] = _pid
+    writer._write(orjson.dumps(scrub(None, "info", line)))
 
 
 def flush() -> None:

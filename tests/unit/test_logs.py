@@ -192,6 +192,26 @@ def test_request_lines_are_written_when_logged_without_a_flush(
     assert line["event"] == "request" and isinstance(line["pid"], int)
 
 
+def test_the_direct_request_line_writes_what_the_pipeline_writes(
+    configured: pytest.CaptureFixture[str],
+) -> None:
+    fields = {"status": 200, "msisdn": NUMBER, "token": TOKEN, "request_id": "6587654321"}
+    log().info("request", **fields)
+    logs.info_line(logs.get("gateway"), "request", fields)
+    piped, direct = lines(_read(configured).out)
+    assert piped.pop("timestamp") and direct.pop("timestamp")
+    assert list(direct.items()) == list(piped.items())
+    assert TOKEN not in str(direct) and "87654321" not in str(direct)
+
+
+def test_the_direct_request_line_follows_the_level(
+    configured: pytest.CaptureFixture[str],
+) -> None:
+    logs.configure("warning")
+    logs.info_line(logs.get("gateway"), "request", {"status": 200})
+    assert lines(configured.readouterr().out) == []
+
+
 def test_the_level_comes_from_the_config(configured: pytest.CaptureFixture[str]) -> None:
     logs.configure("warning")
     logs.get("gateway").info("quiet")
