@@ -199,9 +199,6 @@ async def _forward(
             return answers.all_dropped(parsed, decision.dropped, otp_s)
         body = messages.without(parsed, {index for index, _, _ in gone})
         report = answers.rejected(parsed, decision.dropped)
-    if decision.wait_us:
-        info["waited_ms"] = decision.wait_us // 1000
-        state.metrics.shaped_seconds.observe(decision.wait_us / 1e6)
     late = await _at_slot(request, state, route, decision, due)
     if late is not None:
         return late
@@ -280,6 +277,9 @@ async def _at_slot(
     it late (gateway/policy/pacing.py); None when the request may go now, else the answer
     that refuses it. `due` (time.monotonic(), 0: none) is the send's deadline: a fresh
     slot must fall before it, and a send that comes round to it past it does not go."""
+    if decision.wait_us:  # shaped: the wait the booking asked for
+        request[LOG]["waited_ms"] = decision.wait_us // 1000
+        state.metrics.shaped_seconds.observe(decision.wait_us / 1e6)
     lane = PRIORITY if decision.priority else BULK
 
     def capacity() -> SendCheck:
@@ -313,9 +313,6 @@ async def _pass_through(
     decision = await _decide(request, state, state.plan.check(route, (), None))
     if not isinstance(decision, Decision):
         return decision
-    if decision.wait_us:
-        info["waited_ms"] = decision.wait_us // 1000
-        state.metrics.shaped_seconds.observe(decision.wait_us / 1e6)
     late = await _at_slot(request, state, route, decision)
     if late is not None:
         return late
