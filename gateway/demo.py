@@ -41,6 +41,7 @@ async def _run(port: int, sim_port: int) -> int:
     from aiohttp import web
 
     from gateway.app import build_app
+    from gateway.front import FrontRunner
 
     logs.configure()
     sim_runner, sim_port = await simulator.start(
@@ -54,7 +55,7 @@ async def _run(port: int, sim_port: int) -> int:
         "GATEWAY_ADMIN_TOKEN": admin,
         "GATEWAY_WEBHOOK_SECRET": webhook,
     }
-    runner = web.AppRunner(build_app(cfg, DEMO_KEY, env), access_log=None, handle_signals=False)
+    runner = FrontRunner(build_app(cfg, DEMO_KEY, env), access_log=None, handle_signals=False)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port).start()
     base = f"http://127.0.0.1:{port}"

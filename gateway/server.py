@@ -120,11 +120,12 @@ async def _worker_main(
 
     from gateway import keyfile, protocol
     from gateway.app import build_app, metrics_app
+    from gateway.front import FrontRunner
     from gateway.state import STATE
 
     app = build_app(cfg, api_key, environ)
     srv = cfg.server
-    runner = web.AppRunner(
+    runner = FrontRunner(
         app,
         access_log=None,
         handle_signals=False,
@@ -133,7 +134,7 @@ async def _worker_main(
     )
     await runner.setup()
     protocol.install(runner)  # malformed requests: 8x8's error shape, quoting nothing
-    runners = [runner]
+    runners: list[web.AppRunner] = [runner]
     sites = [(srv.port, web.TCPSite(runner, srv.host, srv.port, reuse_port=reuse_port,
                                     backlog=2048))]  # fmt: skip
     if srv.metrics_port:

@@ -7,7 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
 
+from gateway.state import STATE
+from tests.support.frontserver import FrontServer
 from tests.support.gatewayproc import API_KEY, GatewayProcess, base_config
 from tests.support.simproc import SimProcess
 
@@ -26,6 +29,19 @@ def sim(sim_session: SimProcess) -> SimProcess:
     )
     sim_session.reset()
     return sim_session
+
+
+@pytest.fixture
+def aiohttp_client(aiohttp_client: Any) -> Any:
+    """pytest-aiohttp's `aiohttp_client`, with a gateway application served through the
+    port's own handler (`gateway/front.py`), as `gateway serve` serves it."""
+
+    async def make(served: Any, **kwargs: Any) -> Any:
+        if isinstance(served, web.Application) and STATE in served:
+            served = FrontServer(served)
+        return await aiohttp_client(served, **kwargs)
+
+    return make
 
 
 GatewayFactory = Callable[..., GatewayProcess]

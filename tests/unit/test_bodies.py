@@ -11,13 +11,14 @@ from typing import Any
 
 import orjson
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
 from gateway.app import build_app
 from gateway.bodies import SLICE, decode
 from gateway.config import ClientConfig, Config, ServerConfig, UpstreamConfig
 from gateway.errors import GatewayError
 from gateway.store.memory import MemoryStore
+from tests.support.frontserver import FrontServer
 from tests.support.gatewayproc import CLIENT_TOKEN, sha
 
 LIMIT = 1 << 20
@@ -45,7 +46,7 @@ def config() -> Config:
 async def post(body: bytes, **headers: str) -> tuple[int, dict[str, Any]]:
     app = build_app(config(), "k", {}, store=MemoryStore())
     hdrs = {"Authorization": f"Bearer {CLIENT_TOKEN}", "Content-Type": "application/json"}
-    async with TestClient(TestServer(app)) as client:
+    async with TestClient(FrontServer(app)) as client:
         resp = await client.post(SEND, data=body, headers={**hdrs, **headers})
         answer = await resp.read()
         return resp.status, orjson.loads(answer) if answer[:1] == b"{" else {}

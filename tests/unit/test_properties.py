@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 import yarl
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -21,6 +21,7 @@ from gateway.app import build_app
 from gateway.config import ClientConfig, Config, ConfigError, UpstreamConfig, load
 from gateway.errors import STATUS
 from gateway.store.memory import MemoryStore
+from tests.support.frontserver import FrontServer
 from tests.support.gatewayproc import ADMIN_TOKEN, CLIENT_TOKEN, WEBHOOK_SECRET, sha
 
 UPSTREAM = "http://127.0.0.1:9"  # discard port: nothing listens; forwarding fails fast
@@ -98,7 +99,7 @@ AUTH = {
 
 async def _answer(method: str, path: str, body: bytes, headers: dict[str, str]) -> int:
     app = build_app(CFG, "k", ENV, store=MemoryStore())
-    async with TestClient(TestServer(app)) as client:
+    async with TestClient(FrontServer(app)) as client:
         resp = await client.request(method, path, data=body, headers=headers)
         await resp.read()
         return resp.status
