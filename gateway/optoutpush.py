@@ -16,14 +16,13 @@ left is logged (masked) so ops can push it by hand.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import random
-from collections.abc import AsyncIterator
 from urllib.parse import quote
 
 from aiohttp import web
 
+from gateway import background
+from gateway.background import QueueWorker
 from gateway.state import STATE, State
 from gateway.upstream import UpstreamFailure
 
@@ -37,7 +36,11 @@ _RETRY_STATUSES = frozenset({408, 425, 429})
 Item = tuple[str, str]  # (account, E.164 number)
 
 
-class OptoutPusher:
+class OptoutPusher(QueueWorker[Item]):
+    NAME = "optout-push"
+    CRASHED = "optout.push_crashed"
+    QUEUE_MAX = QUEUE_MAX
+
     def __init__(
         self,
         state: State,
@@ -46,62 +49,22 @@ class OptoutPusher:
         max_delay_s: float = MAX_DELAY_S,
         max_attempts: int = MAX_ATTEMPTS,
     ) -> None:
-        self.state = state
+        super().__init__(state)
         self.base_delay_s = base_delay_s
         self.max_delay_s = max_delay_s
         self.max_attempts = max_attempts
-        self._queue: asyncio.Queue[Item] = asyncio.Queue(QUEUE_MAX)
-        self._closing = asyncio.Event()
-        self._current: Item | None = None
-        self._task: asyncio.Task[None] | None = None
 
-    def enqueue(self, account: str, msisdn: str) -> bool:
-        """Queue a number for 8x8's blacklist; False (logged) when the queue is full."""
-        try:
-            self._queue.put_nowait((account, msisdn))
-        except asyncio.QueueFull:
-            self._count("dropped")
+    async def work(self, item: Item) -> None:
+        await self._deliver(*item)
+
+    def _log_left(self, effect: str, item: Item) -> None:
+        account, msisdn = item
+        if effect == "dropped":
             self.state.log.error(
                 "optout.push_dropped", account=account, msisdn=msisdn, reason="queue full"
             )
-            return False
-        return True
-
-    @property
-    def pending(self) -> int:
-        return self._queue.qsize() + (self._current is not None)
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="optout-push")
-
-    async def stop(self, drain_s: float) -> None:
-        """Drain for up to `drain_s` (no more backoff waits), then give up on the rest."""
-        self._closing.set()
-        if self._task is None:
-            return
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._queue.join(), drain_s)
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
-        left = [self._current] if self._current is not None else []
-        while not self._queue.empty():
-            left.append(self._queue.get_nowait())
-        for account, msisdn in left:
-            self._count("abandoned")
+        else:
             self.state.log.error("optout.push_abandoned", account=account, msisdn=msisdn)
-
-    async def _run(self) -> None:
-        while True:
-            item = await self._queue.get()
-            self._current = item
-            try:
-                await self._deliver(*item)
-            except Exception:  # a bug must not stop the worker
-                self.state.log.exception("optout.push_crashed")
-            finally:
-                self._current = None
-                self._queue.task_done()
 
     async def _deliver(self, account: str, msisdn: str) -> None:
         for attempt in range(1, self.max_attempts + 1):
@@ -110,7 +73,7 @@ class OptoutPusher:
                 self._count("pushed")
                 self.state.log.info("optout.pushed", account=account, msisdn=msisdn)
                 return
-            if outcome == "failed" or attempt == self.max_attempts or self._closing.is_set():
+            if outcome == "failed" or attempt == self.max_attempts or self.closing:
                 break
             delay = min(self.max_delay_s, self.base_delay_s * 2 ** (attempt - 1))
             delay *= random.uniform(0.5, 1.0)
@@ -119,8 +82,7 @@ class OptoutPusher:
                 "optout.push_retry", account=account, msisdn=msisdn, attempt=attempt,
                 error=detail, delay_s=round(delay, 2),
             )  # fmt: skip
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._closing.wait(), delay)
+            await self.backoff(delay)
         self._count("failed")
         self.state.log.error("optout.push_failed", account=account, msisdn=msisdn, error=detail)
 
@@ -152,9 +114,7 @@ PUSHER = web.AppKey("optout_pusher", OptoutPusher)
 
 def install(app: web.Application) -> None:
     """Give `app` its pusher (needs `app[STATE]`) and run its worker with the app."""
-    if PUSHER not in app:
-        app[PUSHER] = OptoutPusher(app[STATE])
-        app.cleanup_ctx.append(_lifecycle)
+    background.install(app, PUSHER, OptoutPusher, DRAIN_S)
 
 
 def push(app: web.Application, account: str, msisdn: str) -> bool:
@@ -162,11 +122,4 @@ def push(app: web.Application, account: str, msisdn: str) -> bool:
     pusher = app.get(PUSHER)
     if pusher is None or not app[STATE].config.policy.push_optouts:
         return False
-    return pusher.enqueue(account, msisdn)
-
-
-async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
-    pusher = app[PUSHER]
-    pusher.start()
-    yield
-    await pusher.stop(min(DRAIN_S, app[STATE].config.server.drain_s))
+    return pusher.enqueue((account, msisdn))

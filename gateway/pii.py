@@ -28,7 +28,6 @@ import contextlib
 import random
 import re
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import quote, unquote
 
@@ -37,8 +36,9 @@ from aiohttp import web
 from aiolimiter import AsyncLimiter
 from prometheus_client import Counter
 
+from gateway import background
 from gateway.state import STATE, State
-from gateway.upstream import Answer, UpstreamFailure
+from gateway.upstream import Answer, UpstreamFailure, retry_after_s
 
 DAY_US = 86_400 * 1_000_000
 LEASE_US = 60 * 1_000_000  # a claimed entry is due again after this (its worker died)
@@ -203,18 +203,14 @@ class Remover:
         if status == 404:
             return "absent", 0.0, "8x8 answered 404"
         if status == 429:
-            return "retry", _retry_after_s(answer.headers.get("Retry-After")), "8x8 answered 429"
+            return (
+                "retry",
+                retry_after_s(answer.headers.get("Retry-After"), 0.1, MAX_BACKOFF_S),
+                "8x8 answered 429",
+            )
         if status in _RETRY or status >= 500 or status in (401, 403):
             return "retry", backoff, f"8x8 answered {status}"  # 401/403: a key being rotated
         return "failed", 0.0, f"8x8 answered {status}"
-
-
-def _retry_after_s(value: str | None) -> float:
-    try:
-        seconds = float(value) if value else 1.0
-    except ValueError:
-        seconds = 1.0
-    return min(max(seconds, 0.1), MAX_BACKOFF_S)
 
 
 REMOVER = web.AppKey("pii_remover", Remover)
@@ -222,12 +218,4 @@ REMOVER = web.AppKey("pii_remover", Remover)
 
 def install(app: web.Application) -> None:
     """Give `app` its remover (needs `app[STATE]`) and run its worker with the app."""
-    app[REMOVER] = Remover(app[STATE])
-    app.cleanup_ctx.append(_lifecycle)
-
-
-async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
-    remover = app[REMOVER]
-    remover.start()
-    yield
-    await remover.stop(min(DRAIN_S, app[STATE].config.server.drain_s))
+    background.install(app, REMOVER, Remover, DRAIN_S)

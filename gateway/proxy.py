@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from functools import partial
+from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -19,7 +20,7 @@ from gateway.policy.enduser import end_users
 from gateway.routes import Kind, Route
 from gateway.state import LOG, STATE, State
 from gateway.store.base import BULK, PRIORITY, Decision, Refusal, Rule, SendCheck
-from gateway.upstream import Answer, UpstreamFailure
+from gateway.upstream import Answer, Streamed, UpstreamFailure, retry_after_s
 
 JSON_TYPES = ("application/json",)
 
@@ -213,9 +214,7 @@ async def _forward(
     except UpstreamFailure as exc:
         info["decision"] = exc.code
         return error_response(exc.code, exc.message)
-    info["decision"] = "forwarded"
-    info["upstream_status"] = answer.status
-    state.metrics.upstream(route.product, answer.status, answer.seconds)
+    _forwarded(info, state, route, answer)
     await scheduled.remember(request.app, route.product, request.method, route.path, body, answer)
     await pii.remember(request.app, route.product, request.method, route.path, answer)
     payload = answer.body
@@ -260,7 +259,7 @@ async def _after_upstream_429(
 
 async def _cool_down(state: State, route: Route, retry_after: str | None) -> float:
     """Start the fleet-wide cool-down of the subaccount 8x8 answered 429 for; its length."""
-    retry_s = _retry_after_s(retry_after)
+    retry_s = retry_after_s(retry_after, 0.001, 3600.0)
     key = state.plan.check(route, (), None).cooldown_key
     if key:
         try:
@@ -298,6 +297,13 @@ async def _at_slot(
     return None
 
 
+def _forwarded(info: dict[str, Any], state: State, route: Route, answer: Answer | Streamed) -> None:
+    """8x8 answered: the request's log fields and the upstream metric."""
+    info["decision"] = "forwarded"
+    info["upstream_status"] = answer.status
+    state.metrics.upstream(route.product, answer.status, answer.seconds)
+
+
 def _path_qs(request: web.Request, route: Route) -> str:
     """8x8's path and query, exactly as the caller wrote them."""
     query = request.rel_url.raw_query_string
@@ -325,9 +331,7 @@ async def _pass_through(
     )
     try:
         async with upstream as answer:
-            info["decision"] = "forwarded"
-            info["upstream_status"] = answer.status
-            state.metrics.upstream(route.product, answer.status, answer.seconds)
+            _forwarded(info, state, route, answer)
             if answer.status == 429:
                 await _cool_down(state, route, answer.headers.get("Retry-After"))
             response = web.StreamResponse(status=answer.status, headers=answer.headers)
@@ -365,19 +369,9 @@ async def _forward_watched(
     except UpstreamFailure as exc:
         info["decision"] = exc.code
         return error_response(exc.code, exc.message)
-    info["decision"] = "forwarded"
-    info["upstream_status"] = answer.status
-    state.metrics.upstream(route.product, answer.status, answer.seconds)
+    _forwarded(info, state, route, answer)
     if answer.status == 429:
         await _cool_down(state, route, answer.headers.get("Retry-After"))
     await citizen.after(request.app, request.method, route.product, route.path, body, answer)
     await shield.after(request, route, answer)
     return web.Response(status=answer.status, body=answer.body, headers=answer.headers)
-
-
-def _retry_after_s(value: str | None) -> float:
-    try:
-        seconds = float(value) if value else 1.0
-    except ValueError:
-        seconds = 1.0
-    return min(max(seconds, 0.001), 3600.0)

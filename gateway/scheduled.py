@@ -25,11 +25,10 @@ passes) but is only retried by the person's next opt-out.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 import re
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from functools import partial
 from typing import Any
 from urllib.parse import quote, unquote
@@ -38,7 +37,8 @@ import orjson
 from aiohttp import web
 from aiolimiter import AsyncLimiter
 
-from gateway import templatesync
+from gateway import background, templatesync
+from gateway.background import QueueWorker
 from gateway.errors import GatewayError
 from gateway.messages import normalise
 from gateway.state import STATE, State
@@ -176,11 +176,15 @@ def cancel_for(app: web.Application, account: str, identities: Sequence[str]) ->
     canceller = app.get(CANCELLER)
     if canceller is None or not identities:
         return False
-    return canceller.enqueue(account, tuple(identities))
+    return canceller.enqueue((account, tuple(identities)))
 
 
-class Canceller:
+class Canceller(QueueWorker[Job]):
     """One background worker per process calling 8x8's cancel at a bounded rate."""
+
+    NAME = "scheduled-cancel"
+    CRASHED = "scheduled.cancel_crashed"
+    QUEUE_MAX = QUEUE_MAX
 
     def __init__(
         self,
@@ -190,59 +194,22 @@ class Canceller:
         base_delay_s: float = BASE_DELAY_S,
         max_attempts: int = MAX_ATTEMPTS,
     ) -> None:
-        self.state = state
+        super().__init__(state)
         self.limiter = AsyncLimiter(per_second, 1.0)
         self.base_delay_s = base_delay_s
         self.max_attempts = max_attempts
-        self._queue: asyncio.Queue[Job] = asyncio.Queue(QUEUE_MAX)
-        self._closing = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self._busy = False
 
-    def enqueue(self, account: str, identities: tuple[str, ...]) -> bool:
-        try:
-            self._queue.put_nowait((account, identities))
-        except asyncio.QueueFull:
-            self._count("dropped")
-            self.state.log.error("scheduled.cancel_dropped", account=account, reason="queue full")
-            return False
-        return True
+    async def work(self, item: Job) -> None:
+        account, identities = item
+        for identity in identities:
+            for entry in await self.state.store.scheduled_list(account, identity):
+                await self._cancel(account, identity, entry)
 
-    @property
-    def pending(self) -> int:
-        return self._queue.qsize() + self._busy
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="scheduled-cancel")
-
-    async def stop(self, drain_s: float) -> None:
-        """Work on for up to `drain_s` without backoff waits, then log what is left."""
-        self._closing.set()
-        if self._task is None:
-            return
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._queue.join(), drain_s)
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
-        while not self._queue.empty():
-            account, _ = self._queue.get_nowait()
-            self._count("abandoned")
-            self.state.log.error("scheduled.cancel_abandoned", account=account)
-
-    async def _run(self) -> None:
-        while True:
-            account, identities = await self._queue.get()
-            self._busy = True
-            try:
-                for identity in identities:
-                    for item in await self.state.store.scheduled_list(account, identity):
-                        await self._cancel(account, identity, item)
-            except Exception:  # a store failure or a bug must not stop the worker
-                self.state.log.exception("scheduled.cancel_crashed", account=account)
-            finally:
-                self._busy = False
-                self._queue.task_done()
+    def _log_left(self, effect: str, item: Job) -> None:
+        if effect == "dropped":
+            self.state.log.error("scheduled.cancel_dropped", account=item[0], reason="queue full")
+        else:
+            self.state.log.error("scheduled.cancel_abandoned", account=item[0])
 
     async def _cancel(self, account: str, identity: str, item: str) -> None:
         try:
@@ -257,12 +224,10 @@ class Canceller:
                 outcome, detail = await self._call(product, sub, umid)
             if outcome != "retry":
                 break
-            if attempt == self.max_attempts or self._closing.is_set():
+            if attempt == self.max_attempts or self.closing:
                 outcome = "failed"
                 break
-            delay = self.base_delay_s * 2 ** (attempt - 1) * random.uniform(0.5, 1.0)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._closing.wait(), delay)
+            await self.backoff(self.base_delay_s * 2 ** (attempt - 1) * random.uniform(0.5, 1.0))
         self._count(outcome)
         log = self.state.log.info if outcome != "failed" else self.state.log.error
         log(f"scheduled.{outcome}", account=account, msisdn=identity, umid=umid, error=detail)
@@ -295,13 +260,4 @@ CANCELLER = web.AppKey("scheduled_canceller", Canceller)
 
 def install(app: web.Application) -> None:
     """Give `app` its canceller (needs `app[STATE]`) and run its worker with the app."""
-    if CANCELLER not in app:
-        app[CANCELLER] = Canceller(app[STATE])
-        app.cleanup_ctx.append(_lifecycle)
-
-
-async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
-    canceller = app[CANCELLER]
-    canceller.start()
-    yield
-    await canceller.stop(min(DRAIN_S, app[STATE].config.server.drain_s))
+    background.install(app, CANCELLER, Canceller, DRAIN_S)

@@ -255,3 +255,13 @@ class Upstream:
 
 def _kept(resp: aiohttp.ClientResponse) -> CIMultiDict[str]:
     return CIMultiDict((k, v) for k, v in resp.headers.items() if k.lower() in FORWARD_RESPONSE)
+
+
+def retry_after_s(value: str | None, low: float, high: float) -> float:
+    """8x8's `Retry-After` (delta-seconds) within [low, high]; 1 s when absent or not a
+    number."""
+    try:
+        seconds = float(value) if value else 1.0
+    except ValueError:
+        seconds = 1.0
+    return min(max(seconds, low), high)
