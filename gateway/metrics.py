@@ -88,6 +88,12 @@ class Metrics:
             ["rule"],
             registry=r,
         )
+        self.late_rebooks = Counter(
+            "gateway_late_rebooks",
+            "Fresh slots booked for sends this process came round to late (pacing), by outcome",
+            ["outcome"],
+            registry=r,
+        )
         self.unconsented = Counter(
             "gateway_unconsented_sends",
             "Template sends forwarded without consent (opt_in = warn)",
@@ -184,6 +190,10 @@ class Metrics:
         """Count one proxied request's outcome; `subaccount` already bounded (or OTHER)."""
         key = (outcome, subaccount)
         self._pending_decisions[key] = self._pending_decisions.get(key, 0) + 1
+
+    def rebooked(self, outcome: str) -> None:
+        """A late send's fresh slot (gateway/policy/pacing.py): "booked" or "refused"."""
+        self.late_rebooks.labels(outcome).inc()
 
     def upstream(self, product: str, status: int, seconds: float) -> None:
         """Count one 8x8 answer and its latency."""

@@ -286,7 +286,9 @@ async def _at_slot(
         return state.plan.check(route, (), None, (left, left), lane)
 
     try:
-        decision = await pacing.until_slot(decision, state.decider, capacity, state.slot_clock)
+        decision = await pacing.until_slot(
+            decision, state.decider, capacity, state.slot_clock, state.metrics.rebooked
+        )
     except StoreUnavailable:
         return error_response("store.unavailable", "the shared store is unavailable")
     if decision.refusal is None and due and time.monotonic() > due + pacing.LATE_S:

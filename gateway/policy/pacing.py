@@ -8,9 +8,10 @@ then, so what 8x8 sees in any one-second window stays within the limit whatever 
 forwarding delay. The late slot stays spent: that costs goodput only when sends are late.
 
 The sleep runs to the slot on this host's clock, not for `wait_us` after the reply came:
-a reply that took long does not delay the send further. A late send is booked afresh; a
-fresh slot that was free at once and left tokens to spare then goes even when the busy loop
-delivers it a little late too (see `until_slot`). The slot is on the store's clock
+a reply that took long does not delay the send further. A late send is booked afresh,
+unless its slot was free at once and left every capacity bucket tokens to spare: then its
+only lateness is the busy loop's, which a fresh booking would repeat, and it goes (see
+`until_slot`; a fresh slot goes on the same terms). The slot is on the store's clock
 (Redis `TIME`); `SlotClock` maps it onto this host's by the smallest offset seen lately
 (as NTP filters delay), so hosts whose clocks differ from Redis's by any amount pace alike.
 """
@@ -58,11 +59,16 @@ class Decides(Protocol):
 
 
 async def until_slot(
-    decision: Decision, decider: Decides, capacity: Callable[[], SendCheck], clock: SlotClock
+    decision: Decision,
+    decider: Decides,
+    capacity: Callable[[], SendCheck],
+    clock: SlotClock,
+    on_rebook: Callable[[str], None] | None = None,
 ) -> Decision:
     """Wait for the decision's slot; the decision the send goes on (a fresh one of the
     `capacity` check when it was late), or a refusal when a fresh slot was refused (nothing
-    more is booked then) or the process stayed late REBOOKS times (429, retry in 1 s)."""
+    more is booked then) or the process stayed late REBOOKS times (429, retry in 1 s).
+    `on_rebook(outcome)` is told of each fresh booking: "booked" or "refused"."""
     check: SendCheck | None = None
     for attempt in range(REBOOKS + 1):
         if not decision.slot_us:  # a store that gives no slot: the wait it told
@@ -76,15 +82,18 @@ async def until_slot(
             left = clock.local(decision.slot_us) - time.time()
         if -left <= LATE_S:
             return decision
-        if attempt and not decision.wait_us and not at_edge(decision):
-            # a fresh slot booked at once, with tokens to spare: its only lateness is the
-            # reply's trip back through this (busy) loop, which another booking would
-            # repeat; it goes (re-booking again would refuse sends far under the limit)
+        if not decision.wait_us and spare(decision, fresh=attempt > 0):
+            # a slot booked at once, with tokens to spare: its only lateness is the reply's
+            # trip back through this (busy) loop, which another booking would repeat; it
+            # goes (re-booking would cost a round trip, and again would refuse sends far
+            # under the limit)
             return decision
         if attempt == REBOOKS:
             break
         check = check or capacity()
         fresh = await decider.decide(check)
+        if on_rebook is not None:
+            on_rebook("refused" if fresh.refusal is not None else "booked")
         if fresh.refusal is not None:
             return fresh
         decision = replace_capacity(decision, fresh)
@@ -99,6 +108,15 @@ CAPACITY = frozenset({Rule.SUBACCOUNT, Rule.EGRESS_IP})
 def at_edge(decision: Decision) -> bool:
     """Whether the booking took a capacity bucket's last token."""
     return any(n <= 0 for rule, n in decision.remaining if rule in CAPACITY)
+
+
+def spare(decision: Decision, *, fresh: bool) -> bool:
+    """Whether the booking left every capacity bucket a token to spare. A first decision
+    must say so (a store that reports no capacity buckets re-books); a fresh one only must
+    not have taken a last token."""
+    if not fresh and not any(rule in CAPACITY for rule, _ in decision.remaining):
+        return False
+    return not at_edge(decision)
 
 
 def replace_capacity(first: Decision, fresh: Decision) -> Decision:

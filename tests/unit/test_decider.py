@@ -194,6 +194,36 @@ async def test_a_late_send_whose_fresh_slot_has_room_goes_even_if_the_loop_is_la
     assert rebook.calls == 1 and went.refusal is None and went.remaining == spare
 
 
+async def test_a_send_booked_at_once_with_tokens_to_spare_goes_late_without_a_fresh_slot() -> None:
+    """The loop came round to it late, but the booking waited for nothing and left every
+    capacity bucket tokens: another booking would only repeat the loop's delay."""
+    rebook = Rebook(Decision())
+    spare = ((Rule.SUBACCOUNT, 20), (Rule.EGRESS_IP, 40))
+    late = Decision(slot_us=time.time_ns() // 1000 - 50_000, remaining=spare)
+    assert await pacing.until_slot(late, rebook, rebook.check, in_step()) is late
+    assert rebook.calls == 0
+
+
+@pytest.mark.parametrize(
+    "remaining",
+    [
+        ((Rule.SUBACCOUNT, 0), (Rule.EGRESS_IP, 40)),
+        ((Rule.SUBACCOUNT, 20), (Rule.EGRESS_IP, 0)),
+        (),
+    ],
+)
+async def test_a_late_first_send_at_a_buckets_edge_or_unknown_takes_a_fresh_slot(
+    remaining: tuple[tuple[Rule, int], ...],
+) -> None:
+    fresh = Decision(slot_us=time.time_ns() // 1000, remaining=((Rule.SUBACCOUNT, 5),))
+    rebook = Rebook(fresh)
+    late = Decision(slot_us=time.time_ns() // 1000 - 50_000, remaining=remaining)
+    told: list[str] = []
+    went = await pacing.until_slot(late, rebook, rebook.check, in_step(), told.append)
+    assert rebook.calls == 1 and went.slot_us == fresh.slot_us
+    assert told == ["booked"]  # gateway_late_rebooks_total{outcome="booked"}
+
+
 @pytest.mark.parametrize("skew_s", [2.0, -2.0])
 async def test_a_host_whose_clock_differs_from_the_stores_paces_alike(skew_s: float) -> None:
     """Slots are on Redis's clock; a host 2 s ahead (or behind) still leaves at the slot,
