@@ -10,7 +10,9 @@ forwarding delay. The late slot stays spent: that costs goodput only when sends 
 The sleep runs to the slot on this host's clock, not for `wait_us` after the reply came:
 a reply that took long does not delay the send further. A late send is booked afresh; a
 fresh slot that was free at once and left tokens to spare then goes even when the busy loop
-delivers it a little late too (see `until_slot`). The slot is on the store's clock
+delivers it a little late too (see `until_slot`). A bulk send that got a ticket in its
+laned buckets' queue (`Decision.ticket`, docs/lanes.md) claims its real slot at the
+ticket's instant with the same `capacity` check, marked `claim`, and goes at that slot. The slot is on the store's clock
 (Redis `TIME`); `SlotClock` maps it onto this host's by the smallest offset seen lately
 (as NTP filters delay), so hosts whose clocks differ from Redis's by any amount pace alike.
 """
@@ -21,6 +23,7 @@ import asyncio
 import math
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Protocol
 
 from gateway.store.base import Decision, Refusal, Rule, SendCheck
@@ -61,10 +64,12 @@ async def until_slot(
     decision: Decision, decider: Decides, capacity: Callable[[], SendCheck], clock: SlotClock
 ) -> Decision:
     """Wait for the decision's slot; the decision the send goes on (a fresh one of the
-    `capacity` check when it was late), or a refusal when a fresh slot was refused (nothing
-    more is booked then) or the process stayed late REBOOKS times (429, retry in 1 s)."""
+    `capacity` check when it was late, or its claim when it was a bulk queue's ticket), or a
+    refusal when a fresh slot or a claim was refused (nothing more is booked then) or the
+    process stayed late REBOOKS times (429, retry in 1 s)."""
     check: SendCheck | None = None
-    for attempt in range(REBOOKS + 1):
+    rebooks, fresh = 0, False
+    while True:
         if not decision.slot_us:  # a store that gives no slot: the wait it told
             if decision.wait_us:
                 await asyncio.sleep(decision.wait_us / 1e6)
@@ -74,20 +79,27 @@ async def until_slot(
         if left > 0:
             await asyncio.sleep(left)
             left = clock.local(decision.slot_us) - time.time()
+        if decision.ticket:  # a bulk send's turn in its queue: claim its real slot now
+            got = await decider.decide(replace(capacity(), claim=True))
+            if got.refusal is not None:
+                return got
+            decision, fresh = replace_capacity(decision, got), True
+            continue
         if -left <= LATE_S:
             return decision
-        if attempt and not decision.wait_us and not at_edge(decision):
+        if fresh and not decision.wait_us and not at_edge(decision):
             # a fresh slot booked at once, with tokens to spare: its only lateness is the
             # reply's trip back through this (busy) loop, which another booking would
             # repeat; it goes (re-booking again would refuse sends far under the limit)
             return decision
-        if attempt == REBOOKS:
+        if rebooks == REBOOKS:
             break
+        rebooks += 1
         check = check or capacity()
-        fresh = await decider.decide(check)
-        if fresh.refusal is not None:
-            return fresh
-        decision = replace_capacity(decision, fresh)
+        got = await decider.decide(check)
+        if got.refusal is not None:
+            return got
+        decision, fresh = replace_capacity(decision, got), True
     bucket = check.buckets[0] if check is not None and check.buckets else None
     rule = bucket.rule if bucket is not None else Rule.SUBACCOUNT
     return Decision(refusal=Refusal(rule, 1_000_000, bucket=bucket))
@@ -104,4 +116,4 @@ def at_edge(decision: Decision) -> bool:
 def replace_capacity(first: Decision, fresh: Decision) -> Decision:
     """The first decision (its dropped messages) at the fresh slot."""
     return Decision(fresh.wait_us, None, first.dropped, first.unconsented, fresh.remaining,
-                    fresh.slot_us)  # fmt: skip
+                    fresh.slot_us, ticket=fresh.ticket)  # fmt: skip
