@@ -195,8 +195,8 @@ local function lead_of(c, bks, skip)
   return lead
 end
 
--- A bulk send's place (s: the real TATs' common slot): the instant it books, whether that
--- is a ticket, the slot it is expected at, and the rule, retry_after, bucket index of a
+-- A bulk send's place (s: the real TATs' common slot): the instant it books (a ticket: half
+-- the lead before its queue's slot), whether that is a ticket, the slot it is expected at, and the rule, retry_after, bucket index of a
 -- refusal by a queue it would move past bulk's reach (the horizon less the reserved share)
 -- (99: none).
 local function bulk_slot(c, bks, s, skip)
@@ -215,7 +215,7 @@ local function bulk_slot(c, bks, s, skip)
   end
   local ticket = lead ~= nil and expect - now > lead
   local at = s
-  if ticket then at = expect - lead end
+  if ticket then at = expect - math.floor(lead / 2) end -- half the lead: the claim's slack
   local best, retry, ref = 99, 0, 0
   for j = 0, nb - 1 do
     local o = j * 5

@@ -90,7 +90,7 @@ def bulk_slot(
         expect = max(expect, _earliest(tat(keys.queue(b.key)), b, now))
     lead = lead_us(check, live)
     ticket = bool(live) and expect - now > lead
-    at = expect - lead if ticket else slot
+    at = expect - lead // 2 if ticket else slot  # half the lead: the claim's slack
     best = None
     for b in check.buckets:
         if not laned(b, check) or b.key in skip:

@@ -293,7 +293,8 @@ async def test_a_ticket_books_the_queue_only_and_its_claim_the_real_slot(store: 
     bulk = _laned(msg(Y), interval_us=100 * MS, burst=1, max_wait_us=1 * US)
     first, second, third = await store.decide_many([bulk] * 3)
     assert not first.ticket and not second.ticket and 90 * MS < second.wait_us <= 100 * MS
-    assert third.refusal is None and third.ticket and 90 * MS < third.wait_us <= 100 * MS
+    # a ticket half the lead before its queue's slot (200 ms)
+    assert third.refusal is None and third.ticket and 140 * MS < third.wait_us <= 150 * MS
     assert third.slot_us > 0
     # the ticket left the real TAT alone: a priority send waits 200 ms, not 300
     otp = await store.decide(replace(bulk, messages=(msg(X, otp=True),)))
@@ -323,7 +324,7 @@ async def test_a_ticket_is_refused_at_once_when_its_queue_passes_the_deadline(st
     refusal = (await store.decide(replace(bulk, deadline_us=30 * MS))).refusal
     assert refusal is not None and refusal.rule is Rule.DEADLINE
     ticket = await store.decide(replace(bulk, deadline_us=60 * MS))
-    assert ticket.refusal is None and ticket.ticket and ticket.wait_us <= 20 * MS
+    assert ticket.refusal is None and ticket.ticket and ticket.wait_us <= 30 * MS
 
 
 async def test_forwarded_sends_stay_within_each_buckets_envelope(store: Store):
