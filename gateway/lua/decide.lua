@@ -196,9 +196,9 @@ local function lead_of(c, bks, skip)
 end
 
 -- A bulk send's place (s: the real TATs' common slot): the instant it books (a ticket: half
--- the lead before its queue's slot), whether that is a ticket, the slot it is expected at, and the rule, retry_after, bucket index of a
--- refusal by a queue it would move past bulk's reach (the horizon less the reserved share)
--- (99: none).
+-- the lead before its queue's slot), whether that is a ticket, the slot it is expected at,
+-- and the rule, retry_after, bucket index of a refusal by a queue it would move past
+-- bulk's reach (the horizon less the reserved share) (99: none).
 local function bulk_slot(c, bks, s, skip)
   local lead = lead_of(c, bks, skip)
   local expect = s
