@@ -6,10 +6,13 @@
 -- ARGV[1]: JSON array, one entry per request, in order:
 --   [batch, opt_in, unknown_ok, max_wait_us, k_optouts, k_consents, k_templates,
 --    k_cooldown, otp_interval_us, otp_burst, buckets, messages, k_changes,
---    reserve_pm, lane, deadline_us, priority_deadline_us, shadow, dry, whatsapp]
---   (reserve_pm .. dry: docs/lanes.md; reserve_pm: per mille of a laned bucket's horizon
---   bulk may not book; lane 0 from the messages, 1 priority, 2 bulk; deadlines 0: none;
---   shadow: rule codes that only count, WhatsApp's too; dry 1: decide, write nothing)
+--    reserve_pm, lane, deadline_us, priority_deadline_us, shadow, dry, whatsapp, queues,
+--    claim]
+--   (reserve_pm .. dry, queues, claim: docs/lanes.md; reserve_pm: per mille of a laned
+--   bucket's horizon bulk may not book; lane 0 from the messages, 1 priority, 2 bulk;
+--   deadlines 0: none; shadow: rule codes that only count, WhatsApp's too; dry 1: decide,
+--   write nothing; queues: per bucket, k of its bulk queue (a second TAT), 0: not laned;
+--   claim 1: a bulk send's claim of its real slot at its ticket's instant)
 --   batch, unknown_ok: 0|1; opt_in: 0 off, 1 warn, 2 enforce; a k_* of 0: not needed
 --   buckets: flat, 5 per bucket, in rule order: rule, k_key, interval_us, burst, shapeable
 --   messages: flat, 4 per message: msisdn, "name:language" or "", otp (0|1), k_otp_bucket
@@ -34,7 +37,8 @@
 --   refused:     1, rule, retry_after_us, template status or nil, ref, TAIL
 --   all dropped: 2, TAIL
 --   TAIL: n_dropped, (message index, rule) * n_dropped, n_unconsented, message index * n,
---         n_shadowed, rule * n_shadowed, priority (0|1)
+--         n_shadowed, rule * n_shadowed, lane flags (1: priority, + 2: a bulk queue's
+--         ticket: the laned buckets' real TATs were not booked, claim at the slot)
 -- and after the last request: now (µs of server time; an allowed request's slot is now +
 -- its wait_us)
 --   rule: 1 opted_out, 2 no_consent, 3 template, 4 otp, 5 end_user_ip, 6 subaccount,
@@ -140,7 +144,7 @@ local function cooldown_end(k)
   return v
 end
 
-local shadowed, shadow, prio -- the current request's (docs/lanes.md)
+local shadowed, shadow, prio, tick -- the current request's (docs/lanes.md)
 local function tail(dropped, uncons)
   push(#dropped / 2)
   for i = 1, #dropped do push(dropped[i]) end
@@ -148,7 +152,10 @@ local function tail(dropped, uncons)
   for i = 1, #uncons do push(uncons[i]) end
   push(#shadowed)
   for i = 1, #shadowed do push(shadowed[i]) end
-  if prio then push(1) else push(0) end
+  local flags = 0
+  if prio then flags = 1 end
+  if tick then flags = flags + 2 end
+  push(flags)
 end
 
 -- ===== lanes, deadlines, shadow rules (docs/lanes.md) =====
@@ -163,16 +170,59 @@ end
 
 local PRIORITY_CATS = {AUTHENTICATION = true, UTILITY = true}
 
--- A bulk send may not move a laned bucket's TAT past its reach: the horizon (burst *
--- interval + max_wait, the furthest any booking reaches) less the reserved share of it.
--- Returns rule, retry_after, bucket index of the best such refusal (99: none).
-local function reach_refusal(c, bks, s, skip)
-  local best, retry, ref = 99, 0, 0
+-- A laned bucket (docs/lanes.md; twin: gateway/store/lanes.py) keeps a second TAT, its
+-- bulk queue: bulk sends book the real TAT only within the lead (they go at once or
+-- nearly), else take a ticket in the queue and claim the real slot at the ticket's instant.
+local function queue_of(c, j) -- the KEYS index of bucket j's queue (0: not laned)
+  local q = c[21]
+  if q and q ~= 0 then return q[j + 1] end
+  return 0
+end
+
+-- The least lead of the laned buckets that may delay the send: a burst, never more than
+-- the reserved share of the horizon (burst * interval + max_wait); nil: none.
+local function lead_of(c, bks, skip)
+  local lead = nil
   for j = 0, #bks / 5 - 1 do
     local o = j * 5
     local rule, k, interval, burst = bks[o + 1], bks[o + 2], bks[o + 3], bks[o + 4]
-    if bks[o + 5] == 1 and (rule == 6 or rule == 7) and not skip[k] then
-      local after = math.max(tat_of(k), s) + interval
+    if queue_of(c, j) ~= 0 and not skip[k] and not shadow[rule] then
+      local full = burst * interval
+      local l = math.min(full, math.floor(c[14] * (full + c[4]) / 1000))
+      if lead == nil or l < lead then lead = l end
+    end
+  end
+  return lead
+end
+
+-- A bulk send's place (s: the real TATs' common slot): the instant it books (a ticket: half
+-- the lead before its queue's slot), whether that is a ticket, the slot it is expected at,
+-- and the rule, retry_after, bucket index of a refusal by a queue it would move past
+-- bulk's reach (the horizon less the reserved share) (99: none).
+local function bulk_slot(c, bks, s, skip)
+  local lead = lead_of(c, bks, skip)
+  local expect = s
+  local nb = #bks / 5
+  if lead then
+    for j = 0, nb - 1 do
+      local o = j * 5
+      local rule, k, interval, burst = bks[o + 1], bks[o + 2], bks[o + 3], bks[o + 4]
+      local q = queue_of(c, j)
+      if q ~= 0 and not skip[k] and not shadow[rule] then
+        expect = math.max(expect, now, tat_of(q) + interval - burst * interval)
+      end
+    end
+  end
+  local ticket = lead ~= nil and expect - now > lead
+  local at = s
+  if ticket then at = expect - math.floor(lead / 2) end -- half the lead: the claim's slack
+  local best, retry, ref = 99, 0, 0
+  for j = 0, nb - 1 do
+    local o = j * 5
+    local rule, k, interval, burst = bks[o + 1], bks[o + 2], bks[o + 3], bks[o + 4]
+    local q = queue_of(c, j)
+    if q ~= 0 and not skip[k] then
+      local after = math.max(tat_of(q), at) + interval
       local horizon = burst * interval + c[4]
       local reach = now + horizon - math.floor(c[14] * horizon / 1000)
       if after > reach then
@@ -185,7 +235,23 @@ local function reach_refusal(c, bks, s, skip)
       end
     end
   end
-  return best, retry, ref
+  return at, ticket, expect, best, retry, ref
+end
+
+-- A claim's refusal: its real slot s is further than the lead (priority sends took the
+-- slots its ticket counted on). Returns rule, retry_after, bucket index (99: none).
+local function claim_refusal(c, bks, s, sref, skip)
+  local lead = lead_of(c, bks, skip)
+  if lead == nil or s - now <= lead then return 99, 0, 0 end
+  local first = nil
+  for j = 0, #bks / 5 - 1 do
+    local rule, k = bks[j * 5 + 1], bks[j * 5 + 2]
+    if queue_of(c, j) ~= 0 and not skip[k] and not shadow[rule] then
+      if j == sref then return rule, s - now - lead, j end
+      if first == nil then first = j end
+    end
+  end
+  return bks[first * 5 + 1], s - now - lead, first
 end
 -- ===== end lanes =====
 
@@ -358,7 +424,7 @@ local function decide(c)
   wa_tent = {pair = {}, tier = {}, n_new = 0, booked = {}}
   local nmsg = #msg / 4
   local all_prio = true
-  shadowed, prio = {}, false
+  shadowed, prio, tick = {}, false, false
   for m = 0, nmsg - 1 do
     local rule, retry, status, warned, p = check_message(c, msg, m, otp_tent, otp_keys, otp_msg)
     if rule == 0 and not p then all_prio = false end
@@ -435,37 +501,49 @@ local function decide(c)
       end
     end
   end
-  -- bulk's reach (laned buckets 6, 7 only); a late sender bucket is its own refusal
-  if c[14] > 0 and not prio and best ~= 9 then
-    local r, rr, rf = reach_refusal(c, bks, s, skip)
+  -- lanes (laned buckets 6, 7 only); a late sender bucket is its own refusal
+  local at, expect = s, s
+  if c[14] > 0 and best ~= 9 then
+    local r, rr, rf = 99, 0, 0
+    if c[22] == 1 then
+      r, rr, rf = claim_refusal(c, bks, s, sref, skip)
+    elseif not prio then
+      at, tick, expect, r, rr, rf = bulk_slot(c, bks, s, skip)
+    end
     if r < best then best, retry, ref = r, rr, rf end
   end
   local deadline = c[16]
   if prio then deadline = c[17] end
-  if deadline > 0 and s - now > deadline and best >= 6 and enforced(8) then
-    best, retry, ref = 8, s - now, sref
+  if deadline > 0 and expect - now > deadline and best >= 6 and enforced(8) then
+    best, retry, ref = 8, expect - now, sref
   end
   if best < 99 then
+    tick = false
     push(1) push(best) push(retry) push(false) push(ref)
     return tail(dropped, uncons)
   end
 
   push(0)
-  push(s - now)
-  booked_at = s
+  push(at - now)
+  booked_at = at
   for j = 0, nb - 1 do
     local o = j * 5
     local k, interval, burst = bks[o + 2], bks[o + 3], bks[o + 4]
-    local v
-    if skip[k] then v = tat_of(k) else v = book(k, s, interval) end
+    local v = tat_of(k)
+    if not skip[k] then
+      local q = queue_of(c, j) -- a laned bucket: its real TAT unless a ticket, its queue
+      if q == 0 or not tick then v = book(k, at, interval) end -- unless a claim
+      if q ~= 0 and c[22] ~= 1 then book(q, at, interval) end
+    end
+    v = math.max(v, now) -- a ticket's or a shadowed bucket may be empty: full
     push(math.max(0, math.floor((burst * interval - (v - now)) / interval)))
   end
-  if w and w ~= 0 then wa_book(w, wa_tent, s, wa_cost) end
+  if w and w ~= 0 then wa_book(w, wa_tent, at, wa_cost) end
   if #otp_keys > 0 then
     local seen = {}
     for i = 1, #otp_keys do
       local k = otp_keys[i]
-      local v = book(k, s, c[9])
+      local v = book(k, at, c[9])
       if c[13] and c[13] > 0 then
         seen[#seen + 1] = msg[otp_msg[i] * 4 + 1]
         seen[#seen + 1] = string.format('%.0f', v)

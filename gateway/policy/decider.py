@@ -42,9 +42,10 @@ from typing import Any
 
 import structlog
 
-from gateway.store import keys
+from gateway.store import keys, lanes
 from gateway.store.base import BucketSpec, Decision, OtpSpec, SendCheck, Store
-from gateway.store.gcra import AUTHENTICATION, LANED
+from gateway.store.gcra import AUTHENTICATION
+from gateway.store.lanes import LANED
 from gateway.store.memory import MemoryStore
 from gateway.store.snapshot import Compliance, SnapshotStore
 
@@ -271,6 +272,8 @@ class Decider:
             if check.messages and len(decision.dropped) == len(check.messages):
                 continue
             for bucket in check.buckets:
+                if decision.ticket and lanes.laned(bucket, check):
+                    continue  # a bulk queue's ticket: its claim books the real TAT
                 key = (bucket.key, bucket.interval_us, not bucket.shapeable)
                 self._behind[key] = self._behind.get(key, 0) + 1
             gone = {i for i, _ in decision.dropped}

@@ -11,7 +11,9 @@ The sleep runs to the slot on this host's clock, not for `wait_us` after the rep
 a reply that took long does not delay the send further. A late send is booked afresh,
 unless its slot was free at once and left every capacity bucket tokens to spare: then its
 only lateness is the busy loop's, which a fresh booking would repeat, and it goes (see
-`until_slot`; a fresh slot goes on the same terms). The slot is on the store's clock
+`until_slot`; a fresh slot goes on the same terms). A bulk send that got a ticket in its
+laned buckets' queue (`Decision.ticket`, docs/lanes.md) claims its real slot at the
+ticket's instant with the same `capacity` check, marked `claim`, and goes at that slot. The slot is on the store's clock
 (Redis `TIME`); `SlotClock` maps it onto this host's by the smallest offset seen lately
 (as NTP filters delay), so hosts whose clocks differ from Redis's by any amount pace alike.
 """
@@ -22,6 +24,7 @@ import asyncio
 import math
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Protocol
 
 from gateway.store.base import Decision, Refusal, Rule, SendCheck
@@ -66,11 +69,13 @@ async def until_slot(
     on_rebook: Callable[[str], None] | None = None,
 ) -> Decision:
     """Wait for the decision's slot; the decision the send goes on (a fresh one of the
-    `capacity` check when it was late), or a refusal when a fresh slot was refused (nothing
-    more is booked then) or the process stayed late REBOOKS times (429, retry in 1 s).
-    `on_rebook(outcome)` is told of each fresh booking: "booked" or "refused"."""
+    `capacity` check when it was late, or its claim when it was a bulk queue's ticket), or a
+    refusal when a fresh slot or a claim was refused (nothing more is booked then) or the
+    process stayed late REBOOKS times (429, retry in 1 s). `on_rebook(outcome)` is told of
+    each fresh booking of a late send: "booked" or "refused"."""
     check: SendCheck | None = None
-    for attempt in range(REBOOKS + 1):
+    rebooks, fresh = 0, False
+    while True:
         if not decision.slot_us:  # a store that gives no slot: the wait it told
             if decision.wait_us:
                 await asyncio.sleep(decision.wait_us / 1e6)
@@ -80,23 +85,30 @@ async def until_slot(
         if left > 0:
             await asyncio.sleep(left)
             left = clock.local(decision.slot_us) - time.time()
+        if decision.ticket:  # a bulk send's turn in its queue: claim its real slot now
+            got = await decider.decide(replace(capacity(), claim=True))
+            if got.refusal is not None:
+                return got
+            decision, fresh = replace_capacity(decision, got), True
+            continue
         if -left <= LATE_S:
             return decision
-        if not decision.wait_us and spare(decision, fresh=attempt > 0):
+        if not decision.wait_us and spare(decision, fresh=fresh):
             # a slot booked at once, with tokens to spare: its only lateness is the reply's
             # trip back through this (busy) loop, which another booking would repeat; it
             # goes (re-booking would cost a round trip, and again would refuse sends far
             # under the limit)
             return decision
-        if attempt == REBOOKS:
+        if rebooks == REBOOKS:
             break
+        rebooks += 1
         check = check or capacity()
-        fresh = await decider.decide(check)
+        got = await decider.decide(check)
         if on_rebook is not None:
-            on_rebook("refused" if fresh.refusal is not None else "booked")
-        if fresh.refusal is not None:
-            return fresh
-        decision = replace_capacity(decision, fresh)
+            on_rebook("refused" if got.refusal is not None else "booked")
+        if got.refusal is not None:
+            return got
+        decision, fresh = replace_capacity(decision, got), True
     bucket = check.buckets[0] if check is not None and check.buckets else None
     rule = bucket.rule if bucket is not None else Rule.SUBACCOUNT
     return Decision(refusal=Refusal(rule, 1_000_000, bucket=bucket))
@@ -122,4 +134,4 @@ def spare(decision: Decision, *, fresh: bool) -> bool:
 def replace_capacity(first: Decision, fresh: Decision) -> Decision:
     """The first decision (its dropped messages) at the fresh slot."""
     return Decision(fresh.wait_us, None, first.dropped, first.unconsented, fresh.remaining,
-                    fresh.slot_us)  # fmt: skip
+                    fresh.slot_us, ticket=fresh.ticket)  # fmt: skip

@@ -137,6 +137,9 @@ class SendCheck:
     priority_deadline_us: int = 0  # likewise for priority sends
     shadow: frozenset[Rule] = frozenset()  # rules that only count (gateway_shadow_refusals)
     dry_run: bool = False  # decide, book nothing (POST /admin/v1/decide)
+    # a bulk send's claim, at its ticket's instant, of its real slot in the laned buckets
+    # (pacing, docs/lanes.md): booked only within the bulk lead, the bulk queue untouched
+    claim: bool = False
     whatsapp: WhatsAppCheck | None = None  # None: not a WhatsApp send, nothing extra
 
 
@@ -179,6 +182,9 @@ class Decision:
     # rules in `SendCheck.shadow` that would have refused the send or one of its messages
     shadowed: tuple[Rule, ...] = ()
     priority: bool = False  # decided in the priority lane (docs/lanes.md)
+    # a bulk send's ticket in its laned buckets' queue: at the slot it claims its real slot
+    # (a `SendCheck.claim`, gateway/policy/pacing.py) before it goes (docs/lanes.md)
+    ticket: bool = False
 
 
 @dataclass(frozen=True, slots=True)

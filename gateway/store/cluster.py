@@ -47,7 +47,7 @@ from __future__ import annotations
 import asyncio
 from binascii import crc_hqx
 from collections.abc import Awaitable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 import orjson
@@ -55,7 +55,7 @@ from redis.asyncio import RedisCluster
 from redis.asyncio.cluster import ClusterNode
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
-from gateway.store import gcra, keys
+from gateway.store import gcra, keys, lanes
 from gateway.store.base import BucketFill, BucketSpec, Decision, Refusal, SendCheck
 from gateway.store.channel import Channel, fixed
 from gateway.store.codec import decode_from, encode_split
@@ -103,10 +103,21 @@ class _Request:
     failed: tuple[BucketSpec, int] | None = None  # a bucket that could not book, its slot
 
     def away(self) -> list[BucketSpec]:
-        """Its buckets on other slots than its account's, but a shadowed one that would
-        have refused (not booked: docs/lanes.md)."""
-        gone = self.decision.shadowed
-        return [b for b in self.check.buckets if slot_of(b.key) != self.home and b.rule not in gone]
+        """What it books on other slots than its account's: its buckets there, but a
+        shadowed one that would have refused, and a laned one's real TAT on a bulk queue's
+        ticket; a laned one's queue, but on a claim (docs/lanes.md). A queue is admitted
+        whatever its slot (burst 0): only the real TAT is the upstream's envelope."""
+        gone, check = self.decision.shadowed, self.check
+        out = []
+        for b in check.buckets:
+            if slot_of(b.key) == self.home or b.rule in gone:
+                continue
+            laned = lanes.laned(b, check)
+            if not (laned and self.decision.ticket):
+                out.append(b)
+            if laned and not check.claim:
+                out.append(replace(b, key=keys.queue(b.key), burst=0))
+        return out
 
 
 # replies that mean "ask the cluster client": it follows the redirect, waits out a failover
@@ -236,6 +247,8 @@ class SlotSplit:
                 slot = slot_of(b.key)
                 if slot != r.home:
                     wanted.setdefault(slot, {})[b.key] = "t"
+                    if lanes.laned(b, r.check):  # its bulk queue, under the same tag
+                        wanted[slot][keys.queue(b.key)] = "t"
             cool = r.check.cooldown_key
             if cool and slot_of(cool) != r.home:
                 wanted.setdefault(slot_of(cool), {}).setdefault(cool, "c")

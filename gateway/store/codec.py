@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 
-from gateway.store import gcra, keys
+from gateway.store import gcra, keys, lanes
 from gateway.store.base import Decision, Refusal, Rule, SendCheck
 
 #: Rule codes of lua/decide.lua (1-based, in the order refusals win)
@@ -80,9 +80,16 @@ def encode_split(
             ix(keys.changes(account)) if any_otp else 0,
             c.reserve_pm, c.lane, c.deadline_us, c.priority_deadline_us,
             sorted(CODE[r] for r in c.shadow), int(c.dry_run),
-            _whatsapp(c, ix),
+            _whatsapp(c, ix), _queues(c, ix), int(c.claim),
         ))  # fmt: skip
     return names, others, orjson.dumps(payload)
+
+
+def _queues(c: SendCheck, ix: Callable[[str], int]) -> object:
+    """decide.lua's `queues` entry: each bucket's bulk queue key, 0 not laned (0: none)."""
+    if not c.reserve_pm:
+        return 0
+    return [ix(keys.queue(b.key)) if lanes.laned(b, c) else 0 for b in c.buckets]
 
 
 def _whatsapp(c: SendCheck, ix: Callable[[str], int]) -> object:
@@ -135,10 +142,11 @@ def decode_from(checks: Sequence[SendCheck], reply: Sequence[Any]) -> tuple[list
         i += 1 + n
         n = reply[i]
         shadowed = tuple(RULES[r - 1] for r in reply[i + 1 : i + 1 + n])
-        priority = bool(reply[i + 1 + n])
+        flags = reply[i + 1 + n]  # 1: priority, 2: a bulk queue's ticket
         i += 2 + n
         out.append(Decision(wait, refusal, dropped, unconsented, remaining,
-                            shadowed=shadowed, priority=priority))  # fmt: skip
+                            shadowed=shadowed, priority=bool(flags & 1),
+                            ticket=bool(flags & 2)))  # fmt: skip
     if i < len(reply):  # the server's now: each allowed request's slot
         now = int(reply[i])
         out = [replace(d, slot_us=now + d.wait_us) if d.remaining else d for d in out]

@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Protocol
 
-from gateway.store import keys, wacheck
+from gateway.store import keys, lanes, wacheck
 from gateway.store.base import (
     PRIORITY,
     PRIORITY_CATEGORIES,
@@ -21,6 +21,7 @@ from gateway.store.base import (
     Rule,
     SendCheck,
 )
+from gateway.store.lanes import LANED
 
 #: Rules in the order refusals win (Rule is a StrEnum: its own `<` compares text).
 RANK = {rule: i for i, rule in enumerate(Rule)}
@@ -170,36 +171,8 @@ def _message_rule(
     return None, 0, None, warned, otp_key, priority
 
 
-#: the buckets bulk sends see without their reserved share (docs/lanes.md)
-LANED = frozenset({Rule.SUBACCOUNT, Rule.EGRESS_IP})
 #: the refusals a deadline refusal replaces: the capacity buckets a send waits on
 _LATE = LANED | {Rule.SENDER}
-
-
-def bulk_reach(spec: BucketSpec, check: SendCheck, now: int) -> int:
-    """The furthest a bulk send may move a laned bucket's TAT: its horizon (burst x interval
-    + max_wait, the furthest any booking may reach) less the reserved share of it."""
-    horizon = spec.burst * spec.interval_us + check.max_wait_us
-    return now + horizon - check.reserve_pm * horizon // 1000
-
-
-def _reach_refusal(
-    view: View, check: SendCheck, now: int, slot: int, shadowed: list[Rule], skip: set[str]
-) -> Refusal | None:
-    """A bulk send's refusal by a laned bucket whose TAT it would move past its reach."""
-    best = None
-    for spec in check.buckets:
-        if not spec.shapeable or spec.rule not in LANED or spec.key in skip:
-            continue
-        after = max(view.tat(spec.key, now), slot) + spec.interval_us
-        reach = bulk_reach(spec, check, now)
-        if after > reach:
-            if spec.rule in check.shadow:
-                shadowed.append(spec.rule)
-                skip.add(spec.key)
-            elif best is None or RANK[spec.rule] < RANK[best.rule]:
-                best = Refusal(spec.rule, after - reach, bucket=spec)
-    return best
 
 
 def _spec_refusal(spec: BucketSpec, sb: int, check: SendCheck, now: int) -> Refusal | None:
@@ -217,9 +190,10 @@ def _bucket_refusal(
     priority: bool,
     shadowed: list[Rule],
     forwarded: int = 0,
-) -> tuple[int, Refusal | None, frozenset[str], int]:
+) -> tuple[int, Refusal | None, frozenset[str], int, bool]:
     """(common booking instant, refusal or None, keys of shadowed buckets that would have
-    refused: not booked, WhatsApp sender tokens to book) of the request-level buckets."""
+    refused: not booked, WhatsApp sender tokens to book, a bulk queue's ticket: the laned
+    buckets' real TATs not booked) of the request-level buckets."""
     cool = view.cooldown_end(check.cooldown_key, now) if check.cooldown_key else 0
     slot, best, has_sub = now, None, False
     slot_spec: BucketSpec | None = None
@@ -263,18 +237,24 @@ def _bucket_refusal(
             late = best is None or RANK[best.rule] > RANK[Rule.SUBACCOUNT]
             if cool - now > check.max_wait_us and late:
                 best = Refusal(Rule.SUBACCOUNT, max(1, cool - now - check.max_wait_us))
-    # bulk's reach (laned buckets only); a late sender bucket is its own refusal
-    if check.reserve_pm and not priority and (best is None or best.rule is not Rule.SENDER):
-        over = _reach_refusal(view, check, now, slot, shadowed, skip)
+    # lanes (laned buckets only, docs/lanes.md); a late sender bucket is its own refusal
+    at, ticket, expect = slot, False, slot
+    if check.reserve_pm and (best is None or best.rule is not Rule.SENDER):
+        over = None
+        if check.claim:
+            over = lanes.claim_refusal(check, now, slot, slot_spec, skip)
+        elif not priority:
+            bulk = lanes.bulk_slot(lambda k: view.tat(k, now), check, now, slot, shadowed, skip)
+            at, ticket, expect, over = bulk.at, bulk.ticket, bulk.expect, bulk.refusal
         if over is not None and (best is None or RANK[over.rule] < RANK[best.rule]):
             best = over
     deadline = check.priority_deadline_us if priority else check.deadline_us
-    if deadline and slot - now > deadline and (best is None or best.rule in _LATE):
+    if deadline and expect - now > deadline and (best is None or best.rule in _LATE):
         if Rule.DEADLINE in check.shadow:
             shadowed.append(Rule.DEADLINE)
         else:
-            best = Refusal(Rule.DEADLINE, slot - now, bucket=slot_spec)
-    return slot, best, frozenset(skip), cost
+            best = Refusal(Rule.DEADLINE, expect - now, bucket=slot_spec)
+    return at, best, frozenset(skip), cost, ticket
 
 
 class _DryView:
@@ -360,7 +340,9 @@ def decide(view: View, check: SendCheck, now: int, tiers: wacheck.Tiers | None =
     # no messages (not a send): bulk; a lane given (pacing's fresh slot) wins
     priority = check.lane == PRIORITY if check.lane else bool(check.messages) and all_priority
     forwarded = len(check.messages) - len(dropped)
-    slot, over, skip, cost = _bucket_refusal(view, check, now, priority, shadowed, forwarded)
+    slot, over, skip, cost, ticket = _bucket_refusal(
+        view, check, now, priority, shadowed, forwarded
+    )
     if over is not None:
         return Decision(
             refusal=over,
@@ -373,8 +355,9 @@ def decide(view: View, check: SendCheck, now: int, tiers: wacheck.Tiers | None =
     for spec in check.buckets:
         tat = view.tat(spec.key, now)
         if spec.key not in skip:
-            tat = max(tat, slot) + spec.interval_us
-            view.set_tat(spec.key, tat, now)
+            _book(view, check, spec, slot, ticket, now)
+            tat = view.tat(spec.key, now)
+        tat = max(tat, now)  # a ticket's or a shadowed bucket may be empty: full
         left = (spec.burst * spec.interval_us - (tat - now)) // spec.interval_us
         remaining.append((spec.rule, max(0, left)))
     for key in otp_keys:
@@ -389,4 +372,16 @@ def decide(view: View, check: SendCheck, now: int, tiers: wacheck.Tiers | None =
         remaining=tuple(remaining),
         shadowed=tuple(shadowed),
         priority=priority,
+        ticket=ticket,
     )
+
+
+def _book(view: View, check: SendCheck, spec: BucketSpec, at: int, ticket: bool, now: int) -> None:
+    """Book one request-level bucket at `at`: a laned one's real TAT unless this is a bulk
+    queue's ticket, its queue unless this is a claim (docs/lanes.md)."""
+    lane = lanes.laned(spec, check)
+    if not (lane and ticket):
+        view.set_tat(spec.key, max(view.tat(spec.key, now), at) + spec.interval_us, now)
+    if lane and not check.claim:
+        q = keys.queue(spec.key)
+        view.set_tat(q, max(view.tat(q, now), at) + spec.interval_us, now)

@@ -9,6 +9,12 @@ def subaccount_bucket(account: str, subaccount: str) -> str:
     return f"gw:{{{account}}}:sub:{subaccount}"
 
 
+def queue(bucket: str) -> str:
+    """A laned bucket's bulk queue (its second TAT, docs/lanes.md): beside the bucket, under
+    its hash tag."""
+    return f"{bucket}:q"
+
+
 def cooldown(account: str, subaccount: str) -> str:
     return f"gw:{{{account}}}:cool:{subaccount}"
 

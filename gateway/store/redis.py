@@ -160,7 +160,7 @@ class RedisStore:
             await self._canceller.cancel(journal)
         return Decision(found.wait_us, found.refusal, tuple(dropped), tuple(uncons),
                         found.remaining, found.slot_us, (*shadowed, *found.shadowed),
-                        found.priority)  # fmt: skip
+                        found.priority, found.ticket)  # fmt: skip
 
     async def set_cooldown(self, key: str, duration_us: int) -> None:
         await self._cooldown(self.client, (key,), (max(1, -(-duration_us // 1000)),))

@@ -95,6 +95,7 @@ def scenario(seed: int) -> tuple[list[tuple[str, object]], list[SendCheck]]:
             shadow=frozenset(r for r in Rule if lanes.random() < 0.15),
             dry_run=lanes.random() < 0.2,
             whatsapp=whatsapp,
+            claim=lanes.random() < 0.15,
         ))  # fmt: skip
     return setup, checks
 

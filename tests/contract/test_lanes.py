@@ -3,15 +3,18 @@ store, memory twin and lua/decide.lua alike."""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import replace
 
 from redis.asyncio import Redis, RedisCluster
 
+from gateway.policy import pacing
 from gateway.store import keys
 from gateway.store.base import (
     BULK,
     PRIORITY,
     ConsentRecord,
+    Decision,
     MessageCheck,
     Rule,
     SendCheck,
@@ -251,3 +254,115 @@ async def test_reserve_applies_to_egress_ip_too_but_not_to_end_users(store: Stor
     ds = await store.decide_many([check] * 30)
     assert sum(d.refusal is None for d in ds) == 16
     assert keys.egress_bucket("default") == egress.key
+
+
+# --- the bulk queue: tickets and claims (docs/lanes.md)
+
+
+def _laned(*messages: MessageCheck, interval_us: int = 10 * MS, burst: int = 10,
+           max_wait_us: int = 100 * MS, egress: bool = False) -> SendCheck:  # fmt: skip
+    buckets = (sub_bucket(interval_us=interval_us, burst=burst),)
+    if egress:
+        buckets += (replace(egress_bucket(), interval_us=interval_us, burst=burst),)
+    check = send(*messages, buckets=buckets, max_wait_us=max_wait_us)
+    return replace(check, reserve_pm=200)
+
+
+def _claim(check: SendCheck) -> SendCheck:
+    return replace(check, messages=(), lane=BULK, claim=True)
+
+
+async def test_a_bulk_flood_cannot_delay_a_priority_send_past_the_lead(store: Store):
+    # burst 10 x 10 ms, max_wait 100 ms: the lead is min(burst, 20 % of 200 ms) = 40 ms
+    bulk = _laned(msg(Y))
+    ds = await store.decide_many([bulk] * 30)
+    tickets = [d for d in ds if d.refusal is None and d.ticket]
+    assert len(tickets) == 2 and sum(d.refusal is None for d in ds) == 16
+    assert all(d.wait_us <= 40 * MS for d in ds if d.refusal is None and not d.ticket)
+    otp = await store.decide(_laned(msg(X, otp=True)))
+    assert otp.refusal is None and otp.priority and not otp.ticket
+    assert otp.wait_us <= 50 * MS  # the lead and one interval, not bulk's whole queue
+    # more bulk only queues: the next priority send waits one more interval, no more
+    await store.decide_many([bulk] * 10)
+    otp = await store.decide(_laned(msg("+6580000003", otp=True)))
+    assert otp.refusal is None and otp.wait_us <= 60 * MS
+
+
+async def test_a_ticket_books_the_queue_only_and_its_claim_the_real_slot(store: Store):
+    # burst 1 x 1 s, max_wait 10 s: the lead is 1 s (seconds: calls apart take no part)
+    bulk = _laned(msg(Y), interval_us=1 * US, burst=1, max_wait_us=10 * US)
+    first, second, third = await store.decide_many([bulk] * 3)
+    assert not first.ticket and not second.ticket and second.wait_us == 1 * US
+    # a ticket half the lead before its queue's slot (2 s)
+    assert third.refusal is None and third.ticket and third.wait_us == 1500 * MS
+    assert third.slot_us > 0
+    # the ticket left the real TAT alone: a priority send waits 2 s, not 3
+    otp = await store.decide(replace(bulk, messages=(msg(X, otp=True),)))
+    assert otp.refusal is None and 1 * US < otp.wait_us <= 2 * US
+    # claimed now, the real slot is 3 s away, past the lead: refused, nothing booked
+    refusal = (await store.decide(_claim(bulk))).refusal
+    assert refusal is not None and refusal.rule is Rule.SUBACCOUNT
+    assert 1 * US < refusal.retry_after_us <= 2 * US
+    again = (await store.decide(_claim(bulk))).refusal
+    assert again is not None and again.retry_after_us <= refusal.retry_after_us
+
+
+async def test_a_claim_within_the_lead_goes_and_honours_its_deadline(store: Store):
+    bulk = _laned(msg(Y), interval_us=1 * US, burst=1, max_wait_us=10 * US)
+    claim = await store.decide(_claim(bulk))
+    assert claim.refusal is None and claim.wait_us == 0 and not claim.ticket
+    late = replace(_claim(bulk), deadline_us=500 * MS)  # the next slot is 1 s away
+    refusal = (await store.decide(late)).refusal
+    assert refusal is not None and refusal.rule is Rule.DEADLINE
+    claim = await store.decide(_claim(bulk))
+    assert claim.refusal is None and 500 * MS < claim.wait_us <= 1 * US
+
+
+async def test_a_ticket_is_refused_at_once_when_its_queue_passes_the_deadline(store: Store):
+    # burst 10 x 1 s, max_wait 10 s: the lead is 4 s
+    bulk = _laned(msg(Y), interval_us=1 * US, burst=10, max_wait_us=10 * US)
+    await store.decide_many([bulk] * 14)  # the real TAT and the queue 14 s ahead
+    refusal = (await store.decide(replace(bulk, deadline_us=3 * US))).refusal
+    assert refusal is not None and refusal.rule is Rule.DEADLINE  # its queue's slot: 5 s
+    ticket = await store.decide(replace(bulk, deadline_us=6 * US))
+    assert ticket.refusal is None and ticket.ticket and ticket.wait_us <= 3 * US
+
+
+async def test_forwarded_sends_stay_within_each_buckets_envelope(store: Store):
+    """A flood of bulk sends and a few priority ones, each paced to its slot, the tickets
+    claiming theirs: the slots forwarded never pass burst + W / T in any window W."""
+    interval, burst = 10 * MS, 3
+    bulk = _laned(msg(Y), interval_us=interval, burst=burst, egress=True)
+    prio = replace(bulk, messages=(msg(X, otp=True),))
+    first = await store.decide_many([bulk] * 25 + [prio] + [bulk] * 5)
+    assert any(d.ticket for d in first)
+    clock = pacing.SlotClock()
+
+    async def went(d: Decision) -> Decision:
+        if d.refusal is not None:
+            return d
+        lane = PRIORITY if d.priority else BULK
+        return await pacing.until_slot(d, store, lambda: replace(bulk, messages=(), lane=lane),
+                                       clock)  # fmt: skip
+
+    late = await store.decide(replace(prio, messages=(msg("+6580000004", otp=True),)))
+    gone = await asyncio.gather(*(went(d) for d in [*first, late]))
+    claimed = [g for d, g in zip(first, gone, strict=False) if d.ticket and g.refusal is None]
+    assert claimed and not any(d.ticket for d in gone)
+    slots = sorted(d.slot_us for d in gone if d.refusal is None)
+    for i in range(len(slots)):
+        for j in range(i + 1, len(slots)):
+            assert slots[j] - slots[i] >= (j - i + 1 - burst) * interval, (i, j)
+
+
+async def test_dry_run_of_a_ticket_and_a_claim_leaves_every_key_alone(store: Store):
+    if not isinstance(store, RedisStore):
+        return  # the memory twin's overlay is checked above
+    bulk = _laned(msg(Y), egress=True)
+    await store.decide_many([bulk] * 14)  # the next bulk send takes a ticket
+    before = await _every_key(store)
+    assert any(k.endswith(b":q") for k in before)
+    checks = [bulk, replace(bulk, messages=(msg(X, otp=True),)), _claim(bulk)]
+    ds = await store.decide_many([replace(c, dry_run=True) for c in checks])
+    assert ds[0].ticket and ds[1].priority
+    assert await _every_key(store) == before

@@ -3,6 +3,7 @@ real redis-server where keys are compared (docs/lanes.md)."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -151,3 +152,24 @@ async def test_a_send_past_its_deadline_is_refused_at_once_with_retry_after(
     status, _, answer = await call(gw.url, SEND, headers={"X-Send-Deadline-Ms": "soon"})
     assert (status, answer["gatewayCode"]) == (400, "request.invalid")
     assert answer.get("field") == "X-Send-Deadline-Ms"
+
+
+async def test_a_bulk_burst_past_the_lead_waits_in_its_queue_and_every_send_goes(
+    start_gateway: GatewayFactory, sim: SimProcess, redis_url: str
+) -> None:
+    """Twelve plain-text sends at once on a 20/s subaccount (burst 2, a 111 ms lead): the
+    first few book the real bucket at once, the others take tickets in its bulk queue and
+    claim their slots when their turn comes; all reach 8x8, which refuses none."""
+    sim.configure(subaccount_rps=20)
+    gw = start_gateway(
+        redis={"url": redis_url},
+        subaccounts={"acme_main": {"rps": 20, "burst": 2}},
+        limits={"max_wait_ms": 1000},
+    )
+    bodies = [{**TEXT, "user": {"msisdn": f"+65800001{i:02d}"}} for i in range(12)]
+    results = await asyncio.gather(*(call(gw.url, SEND, body) for body in bodies))
+    assert [status for status, _, _ in results] == [200] * 12
+    seen = sim.requests(subaccount="acme_main")
+    assert len(seen) == 12 and {r["status"] for r in seen} == {200}
+    queues = redis.Redis.from_url(redis_url).keys("*:sub:acme_main:q")
+    assert queues  # the bulk queue beside the subaccount bucket

@@ -224,6 +224,37 @@ async def test_a_late_first_send_at_a_buckets_edge_or_unknown_takes_a_fresh_slot
     assert told == ["booked"]  # gateway_late_rebooks_total{outcome="booked"}
 
 
+class Claims(Rebook):
+    """A decider that records the checks it is asked."""
+
+    def __init__(self, answer: Decision) -> None:
+        super().__init__(answer)
+        self.checks: list[SendCheck] = []
+
+    async def decide(self, check: SendCheck) -> Decision:
+        self.checks.append(check)
+        return await super().decide(check)
+
+
+async def test_a_bulk_queue_ticket_claims_its_real_slot_at_the_tickets_instant() -> None:
+    now = time.time_ns() // 1000
+    claimed = Decision(wait_us=0, slot_us=now + 10_000, remaining=((Rule.SUBACCOUNT, 2),))
+    claims = Claims(claimed)
+    ticket = Decision(wait_us=10_000, slot_us=now + 10_000, dropped=((1, Rule.OPTED_OUT),),
+                      ticket=True)  # fmt: skip
+    went = await pacing.until_slot(ticket, claims, claims.check, in_step())
+    assert claims.calls == 1 and claims.checks[0].claim
+    assert not went.ticket and went.slot_us == claimed.slot_us
+    assert went.dropped == ticket.dropped and time.time_ns() // 1000 >= now + 10_000
+
+
+async def test_a_refused_claim_refuses_the_send() -> None:
+    refusal = Decision(refusal=Refusal(Rule.SUBACCOUNT, 5_000))
+    claims = Claims(refusal)
+    ticket = Decision(wait_us=0, slot_us=time.time_ns() // 1000, ticket=True)
+    assert await pacing.until_slot(ticket, claims, claims.check, in_step()) is refusal
+
+
 @pytest.mark.parametrize("skew_s", [2.0, -2.0])
 async def test_a_host_whose_clock_differs_from_the_stores_paces_alike(skew_s: float) -> None:
     """Slots are on Redis's clock; a host 2 s ahead (or behind) still leaves at the slot,

@@ -1,0 +1,119 @@
+"""Priority lanes in the laned buckets (docs/lanes.md): the in-process twin of the lanes
+block of lua/decide.lua, for gateway/store/gcra.py.
+
+A laned bucket (a shapeable subaccount or egress-IP bucket, with a reserve) keeps two TATs:
+the real one, which every forwarded send books at the slot it goes at (the upstream's GCRA
+envelope), and the bulk queue (`keys.queue`), which counts every send too, the bulk sends
+still waiting for their turn included. A priority send books both, at its slot, as far as
+the whole horizon. A bulk send books both at once when its queue and the real TAT put it
+within the *lead* (it goes at once or nearly); otherwise it takes a ticket in the queue,
+`lead` before the slot the queue gives it, and at the ticket's instant claims its real slot
+(`SendCheck.claim`, gateway/policy/pacing.py), which must fall within the lead again. So
+the real TAT only ever holds bulk sends about to go, and a priority send waits behind a
+bulk flood at most the lead plus one interval.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from gateway.store import keys
+from gateway.store.base import BucketSpec, Refusal, Rule, SendCheck
+
+#: the buckets with lanes (the contract's `reserved_share` applies to nothing else)
+LANED = frozenset({Rule.SUBACCOUNT, Rule.EGRESS_IP})
+_RANK = {rule: i for i, rule in enumerate(Rule)}
+
+
+def laned(spec: BucketSpec, check: SendCheck) -> bool:
+    """Whether the bucket has a bulk queue in this check."""
+    return bool(check.reserve_pm) and spec.shapeable and spec.rule in LANED
+
+
+def lead_us(check: SendCheck, specs: Sequence[BucketSpec]) -> int:
+    """How far ahead of now a bulk send may book the real TAT of laned buckets: a burst,
+    and never more than the reserved share of the bucket's horizon (burst x interval +
+    max_wait); the least over `specs`."""
+    out = None
+    for b in specs:
+        full = b.burst * b.interval_us
+        lead = min(full, check.reserve_pm * (full + check.max_wait_us) // 1000)
+        out = lead if out is None else min(out, lead)
+    return out or 0
+
+
+def bulk_reach(spec: BucketSpec, check: SendCheck, now: int) -> int:
+    """The furthest a bulk send may move a laned bucket's queue: its horizon (burst x
+    interval + max_wait, the furthest any booking may reach) less the reserved share."""
+    horizon = spec.burst * spec.interval_us + check.max_wait_us
+    return now + horizon - check.reserve_pm * horizon // 1000
+
+
+def _earliest(tat: int, spec: BucketSpec, now: int) -> int:
+    return max(now, tat + spec.interval_us - spec.burst * spec.interval_us)
+
+
+@dataclass(frozen=True, slots=True)
+class BulkSlot:
+    """Where a bulk send books its laned buckets."""
+
+    at: int  # the instant it books: its slot, or its ticket's
+    ticket: bool  # only the queues are booked; the real slot is claimed at `at`
+    expect: int  # when it should go (the deadline is checked against it)
+    refusal: Refusal | None  # a queue moved past bulk's reach
+
+
+def _live(check: SendCheck, skip: set[str]) -> list[BucketSpec]:
+    """The laned buckets that may delay the send (not shadowed, not skipped)."""
+    return [
+        b
+        for b in check.buckets
+        if laned(b, check) and b.key not in skip and b.rule not in check.shadow
+    ]
+
+
+def bulk_slot(
+    tat: Callable[[str], int],
+    check: SendCheck,
+    now: int,
+    slot: int,
+    shadowed: list[Rule],
+    skip: set[str],
+) -> BulkSlot:
+    """A bulk send's place in its laned buckets, `slot` being the common slot of the real
+    TATs. A laned bucket whose queue it would move past bulk's reach refuses it (shadowed:
+    counted, and the bucket neither refuses nor is booked: added to `skip`)."""
+    live = _live(check, skip)
+    expect = slot
+    for b in live:
+        expect = max(expect, _earliest(tat(keys.queue(b.key)), b, now))
+    lead = lead_us(check, live)
+    ticket = bool(live) and expect - now > lead
+    at = expect - lead // 2 if ticket else slot  # half the lead: the claim's slack
+    best = None
+    for b in check.buckets:
+        if not laned(b, check) or b.key in skip:
+            continue
+        after = max(tat(keys.queue(b.key)), at) + b.interval_us
+        reach = bulk_reach(b, check, now)
+        if after > reach:
+            if b.rule in check.shadow:
+                shadowed.append(b.rule)
+                skip.add(b.key)
+            elif best is None or _RANK[b.rule] < _RANK[best.rule]:
+                best = Refusal(b.rule, after - reach, bucket=b)
+    return BulkSlot(at, ticket, expect, best)
+
+
+def claim_refusal(
+    check: SendCheck, now: int, slot: int, slot_spec: BucketSpec | None, skip: set[str]
+) -> Refusal | None:
+    """A claim's refusal: its real slot is further than the lead (priority sends took the
+    slots its ticket counted on)."""
+    live = _live(check, skip)
+    lead = lead_us(check, live)
+    if not live or slot - now <= lead:
+        return None
+    spec = slot_spec if slot_spec is not None and slot_spec in live else live[0]
+    return Refusal(spec.rule, slot - now - lead, bucket=spec)
