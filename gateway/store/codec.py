@@ -6,7 +6,6 @@ for it."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 from typing import Any
 
 import orjson
@@ -116,7 +115,7 @@ def decode(checks: Sequence[SendCheck], reply: Sequence[Any]) -> list[Decision]:
 
 def decode_from(checks: Sequence[SendCheck], reply: Sequence[Any]) -> tuple[list[Decision], int]:
     """Decisions from lua/decide.lua's flat reply, and where the decisions end in it."""
-    out: list[Decision] = []
+    parts: list[tuple[Any, ...]] = []
     i = 0
     for c in checks:
         code = reply[i]
@@ -144,12 +143,15 @@ def decode_from(checks: Sequence[SendCheck], reply: Sequence[Any]) -> tuple[list
         shadowed = tuple(RULES[r - 1] for r in reply[i + 1 : i + 1 + n])
         flags = reply[i + 1 + n]  # 1: priority, 2: a bulk queue's ticket
         i += 2 + n
-        out.append(Decision(wait, refusal, dropped, unconsented, remaining,
-                            shadowed=shadowed, priority=bool(flags & 1),
-                            ticket=bool(flags & 2)))  # fmt: skip
-    if i < len(reply):  # the server's now: each allowed request's slot
-        now = int(reply[i])
-        out = [replace(d, slot_us=now + d.wait_us) if d.remaining else d for d in out]
+        parts.append((wait, refusal, dropped, unconsented, remaining, shadowed, flags))
+    # the server's now, after the decisions when it is there: each allowed request's slot
+    now = int(reply[i]) if i < len(reply) else None
+    out = [
+        Decision(wait, refusal, dropped, unconsented, remaining,
+                 now + wait if now is not None and remaining else 0,
+                 shadowed=shadowed, priority=bool(flags & 1), ticket=bool(flags & 2))
+        for wait, refusal, dropped, unconsented, remaining, shadowed, flags in parts
+    ]  # fmt: skip
     return out, i
 
 
