@@ -17,8 +17,9 @@ With `[pii] retain_days` above 0:
   An idle worker looks again within `POLL_S`, so removal starts within a few seconds of
   the due time (the contract allows 60).
 
-SMS batches sent without `includeMessagesInResponse` are answered with a batch id only:
-their umids are unknown to the gateway and are not queued (logged, counted).
+SMS batches are forwarded with `includeMessagesInResponse: true` while retention is on
+(gateway/listing.py hides the list from a caller who did not ask), so their umids are
+known; an answer without umids all the same is logged and counted.
 """
 
 from __future__ import annotations

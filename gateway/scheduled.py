@@ -16,9 +16,11 @@ STOP before then, 8x8 would still deliver it; so:
   and the entry is forgotten; 408/425/429, 5xx and failures are retried with backoff up
   to `MAX_ATTEMPTS`; anything else is logged and forgotten.
 
-SMS batches are tracked when sent with `includeMessagesInResponse` (their answer lists a
-`umid` per message); without it, and for chat-apps batches (no `scheduled` in 8x8's
-batch schema), 8x8 gives only a batch id, whose cancel would hit every recipient. An entry outlives a process that dies mid-cancel (it stays in the store until its margin
+SMS batches are tracked message by message: a batch with a `scheduled` message is
+forwarded with `includeMessagesInResponse: true` (gateway/listing.py hides the list from a
+caller who did not ask), so its answer lists a `umid` per message. Chat-apps batches (no
+`scheduled` in 8x8's batch schema) are not tracked: 8x8 gives only a batch id, whose
+cancel would hit every recipient. An entry outlives a process that dies mid-cancel (it stays in the store until its margin
 passes) but is only retried by the person's next opt-out.
 """
 

@@ -116,3 +116,36 @@ async def test_retention_off_calls_nothing(tmp_path: Path, sim: SimProcess) -> N
         await send_sms(gw, 2, 0)
         await asyncio.sleep(0.5)
     assert removals(sim) == []
+
+
+async def test_a_batch_sent_without_its_list_still_gets_every_message_removed(
+    tmp_path: Path, sim: SimProcess, redis_server: RedisServer
+) -> None:
+    """The gateway asks 8x8 for the batch's umids (gateway/listing.py) and answers the
+    caller without them, as 8x8 would have; each message's PII is removed once."""
+    batch = {"messages": [{"destination": f"+659400{i:04d}", "text": "hi"} for i in range(3)],
+             "destinations": ["+6593000002", "+6593000003"], "template": {"text": "hi"}}  # fmt: skip
+    with gateway(tmp_path, sim, redis_server.url, "gw") as gw:
+        status, _, body = await call(gw.url, SMS + "/batch", batch)
+        assert status == 200, body
+        assert "messages" not in body and body["acceptedCount"] == 5
+        sent = [r for r in sim.requests(product="sms") if r["path"].endswith("/batch")]
+        assert [r["body"]["includeMessagesInResponse"] for r in sent] == [True]
+        deadline = time.monotonic() + 15
+        while len({u for u, status in removals(sim) if status == 202}) < 5:
+            assert time.monotonic() < deadline, removals(sim)
+            await asyncio.sleep(0.2)
+        await asyncio.sleep(1.5)  # a double call would come within the workers' poll period
+        done = Counter(u for u, status in removals(sim) if status == 202)
+        assert len(done) == 5 and set(done.values()) == {1}, done
+
+
+async def test_a_batch_is_forwarded_as_sent_when_no_duty_needs_its_list(
+    tmp_path: Path, sim: SimProcess
+) -> None:
+    batch = {"messages": [{"destination": "+6594000001", "text": "hi"}]}
+    with GatewayProcess(tmp_path, base_config(sim.url)) as gw:
+        status, _, body = await call(gw.url, SMS + "/batch", batch)
+        assert status == 200 and "messages" not in body, body
+    sent = [r for r in sim.requests(product="sms") if r["path"].endswith("/batch")]
+    assert [set(r["body"]) for r in sent] == [{"messages"}]

@@ -1,0 +1,50 @@
+"""SMS batches: the umids the gateway needs, and the answer the caller asked for.
+
+8x8 answers an SMS batch with a batch id and counts only, unless the batch says
+`includeMessagesInResponse: true`; then its answer lists every message with its `umid`.
+The gateway needs those umids for two duties: PII removal after `[pii] retain_days`
+(gateway/pii.py) and cancelling a person's scheduled sends when they send STOP
+(gateway/scheduled.py). So when either applies (retention on, or a message of the batch is
+`scheduled`) and the caller did not ask for the list, the gateway asks 8x8 for it and
+takes it out of the answer again: the caller gets exactly the shape 8x8 would have given
+it (`messages` is the only key the flag adds), the gateway gets every umid.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from gateway.config import Config
+from gateway.routes import Kind, Route
+
+FLAG = "includeMessagesInResponse"
+
+
+def wanted(cfg: Config, route: Route, body: Any, raw: bytes) -> bool:
+    """Whether to ask 8x8 for this send's list of messages on the caller's behalf."""
+    if route.product != "sms" or route.kind is not Kind.BATCH or not isinstance(body, dict):
+        return False
+    if body.get(FLAG) is True:
+        return False  # the caller asked for it: nothing to hide
+    return cfg.pii.retain_days > 0 or b'"scheduled"' in raw
+
+
+def ask(body: bytes) -> bytes:
+    """The batch as forwarded: with `includeMessagesInResponse: true`."""
+    batch = orjson.loads(body)
+    batch[FLAG] = True
+    return orjson.dumps(batch)
+
+
+def hide(payload: bytes) -> bytes:
+    """8x8's answer as the caller asked for it: without the `messages` list."""
+    try:
+        answer = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return payload
+    if not isinstance(answer, dict) or "messages" not in answer:
+        return payload
+    del answer["messages"]
+    return orjson.dumps(answer)
