@@ -189,15 +189,24 @@ DRAWERS: dict[str, Callable[[dict[str, Any], Path], None]] = {
 
 
 def soak(result: dict[str, Any], path: Path) -> None:
-    """The soak run: each worker's RSS over time against the +10% bound (from the first
-    minute's reading), the injected faults marked, and the answers by status."""
+    """The soak run: each worker's RSS and heap in use over time, the RSS bound (+10% over
+    the warm-up's peak, from the warm-up's end), the injected faults marked, and the
+    answers by status."""
     fig, (mem, answers) = plt.subplots(1, 2, figsize=(12, 4), gridspec_kw={"width_ratios": [2, 1]})
     times = [t / 60 for t, _ in result["rss"]]
     workers = len(result["rss"][0][1]) if result["rss"] else 0
     for w in range(workers):
         mem.plot(times, [kb[w] / 1024 for _, kb in result["rss"]], label=f"worker {w + 1}")
-    for w, kb in enumerate(result.get("rss_kb_first_minute", [])):
-        mem.axhline(kb * 1.10 / 1024, color=f"C{w}", ls=":", lw=1)
+    started = result.get("started_at", 0)
+    for w, samples in enumerate(result.get("heap", [])):
+        if samples and started:
+            mem.plot([(x["time"] - started) / 60 for x in samples],
+                     [x["heap_kb"] / 1024 for x in samples], color=f"C{w}", ls="--", lw=0.8,
+                     label=f"worker {w + 1} heap in use")  # fmt: skip
+    warm = result.get("warmup_s", 60) / 60
+    for w, kb in enumerate(result.get("rss_kb_warm_peak", [])):
+        mem.hlines(kb * 1.10 / 1024, warm, max(times, default=warm), color=f"C{w}", ls=":", lw=1)
+    mem.axvline(warm, color="grey", ls="-.", lw=0.8)
     kinds: dict[str, str] = {}
     for at, label in result.get("events", []):
         name = label.split("|", 1)[-1]
@@ -206,10 +215,11 @@ def soak(result: dict[str, Any], path: Path) -> None:
     for name, color in kinds.items():
         mem.plot([], [], color=color, lw=2, label=name)
     mem.set_xlabel("minutes")
-    mem.set_ylabel("worker RSS (MB); dotted: +10% of minute 1")
+    mem.set_ylabel("MB: RSS, heap in use (dashed)")
     mem.set_title(
         f"soak: {result['sends']:,} sends, {result['faults']} faults, "
-        f"RSS {result['rss_growth']:+.1%}, refused-and-delivered {result['refused_and_delivered']}"
+        f"RSS {result['rss_growth']:+.1%} of warm peak, refused-and-delivered "
+        f"{result['refused_and_delivered']}"
     )
     mem.legend(fontsize=7, ncol=2, loc="lower right")
     statuses = sorted(result["statuses"].items(), key=lambda kv: -kv[1])

@@ -5,7 +5,8 @@
 Ends with a verdict on four questions: did the gateway answer only documented statuses
 (no 5xx but 502/503/504), was any send both refused to its caller and delivered to 8x8,
 was any send delivered to a number opted out more than OPTOUT_GRACE_S earlier, and did
-worker memory stay flat. Writes `soak.json` (and `soak.png` with matplotlib).
+worker memory stay flat after the warm-up (`memory_verdict`). Writes `soak.json` (and
+`soak.png` with matplotlib).
 
 Besides the mixed sends, every BIG_EVERY_S a batch of BIG_BATCH messages (the largest
 8x8 takes), and every OPTOUT_EVERY_S an opt-out of a number still being sent to, made
@@ -24,6 +25,7 @@ import argparse
 import asyncio
 import itertools
 import json
+import os
 import sys
 import tempfile
 import threading
@@ -46,6 +48,11 @@ from tests.support.redisproc import RedisServer, free_port
 from tests.support.simproc import SimProcess
 
 LIMIT, BURST, RATE = 200, 5, 150  # the subaccount's limit, and the offered rate
+# Memory (memory_verdict): judged from the end of the warm-up, two full fault cycles
+# (every fault twice, Redis restarted twice with the full snapshot reload that follows,
+# 8 batches of BIG_BATCH, 240 opt-outs), to the end; runs shorter than 2 x WARMUP_S are
+# not judged. PROBE_S: how often each worker's probe (bench/memtrace.py) reads its heap.
+WARMUP_S, MEMORY_BOUND, RSS_TARGET_MB, PROBE_S = 120.0, 0.10, 120, 10.0
 BIG_BATCH, BIG_EVERY_S = 10_000, 15.0
 OPTOUT_EVERY_S, OPTOUT_GRACE_S = 0.5, 1.0
 ADMIN_OPTOUTS = "/admin/v1/accounts/acme/optouts/"
@@ -102,6 +109,7 @@ async def drive(url: str, admin_url: str, duration_s: float,
     optouts: dict[str, float] = {}  # number -> epoch seconds its opt-out was acknowledged
     events: list[tuple[float, str]] = []
     rss: list[tuple[float, list[int]]] = []
+    hwm: list[tuple[float, list[int]]] = []  # the peak RSS so far
     headers = {"Authorization": f"Bearer {CLIENT_TOKEN}"}
     kinds = itertools.cycle(["text"] * 6 + ["sms"] * 3 + ["otp"])
     timeout = aiohttp.ClientTimeout(total=30)
@@ -148,7 +156,7 @@ async def drive(url: str, admin_url: str, duration_s: float,
                 pass  # not recorded: not counted
 
         admin_headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-        start = time.monotonic()
+        start, started_at = time.monotonic(), time.time()
         next_big, next_optout, n_big, n_optout = 5.0, 1.0, 0, 0
         tasks, next_rss = [], 0.0
         for i in itertools.count():
@@ -169,12 +177,13 @@ async def drive(url: str, admin_url: str, duration_s: float,
                 n_optout, next_optout = n_optout + 1, next_optout + OPTOUT_EVERY_S
             if now >= next_rss:
                 rss.append((now, [procs.status_kb(pid) for pid in workers]))
+                hwm.append((now, [procs.status_kb(pid, "VmHWM") for pid in workers]))
                 next_rss += 10
             tasks.append(asyncio.create_task(one(next(kinds), i)))
             await asyncio.sleep(max(0.0, start + (i + 1) / RATE - time.monotonic()))
         await asyncio.gather(*tasks)
-    return {"results": results, "events": events, "rss": rss, "optouts": optouts,
-            "big_batches": n_big}  # fmt: skip
+    return {"results": results, "events": events, "rss": rss, "hwm": hwm, "optouts": optouts,
+            "big_batches": n_big, "started_at": started_at}  # fmt: skip
 
 
 def verdict(run: dict[str, Any], sim: SimProcess) -> dict[str, Any]:
@@ -201,8 +210,6 @@ def verdict(run: dict[str, Any], sim: SimProcess) -> dict[str, Any]:
         cmid for cmid, (status, code) in results.items()
         if code and code not in UNKNOWN_OUTCOME and cmid in delivered
     ]  # fmt: skip
-    first, last = run["rss"][min(6, len(run["rss"]) - 1)][1], run["rss"][-1][1]
-    growth = max((b - a) / a for a, b in zip(first, last, strict=True))
     return {
         "sends": len(results),
         "statuses": dict(statuses),
@@ -211,13 +218,88 @@ def verdict(run: dict[str, Any], sim: SimProcess) -> dict[str, Any]:
         "optouts": len(optouts),
         "big_batches": run["big_batches"],
         "delivered_after_optout": len(after_optout),
-        "rss_kb_first_minute": first,
-        "rss_kb_end": last,
-        "rss_growth": round(growth, 4),
         "upstream_max_window": sim.stats()["max_window"].get("acme_main"),
         "faults": len(run["events"]),
-        "ok": not bad_5xx and not refused_and_delivered and not after_optout and growth < 0.10,
+        "ok": not bad_5xx and not refused_and_delivered and not after_optout,
     }
+
+
+def memory_verdict(run: dict[str, Any], heaps: list[list[dict[str, Any]]],
+                   duration_s: float) -> dict[str, Any]:  # fmt: skip
+    """Is worker memory flat once warm? Two checks, each within MEMORY_BOUND:
+
+    - the heap in use (what the worker's objects hold, from its probe): its lowest reading
+      in the last minute against its lowest in the minute after the warm-up (the lowest:
+      a batch in flight holds ~10 MB for a moment). A leak grows it; allocator slack not.
+    - RSS at the end against the peak RSS the warm-up reached (VmHWM at WARMUP_S). After a
+      peak (a 10,000-message batch) pymalloc keeps arenas that a few surviving objects
+      pin and glibc keeps freed pages, so RSS climbs for minutes towards the warm-up's peak
+      footprint without anything being live in it; it must not go past it.
+
+    RSS against the first minute (the old check) and the RSS slope over the run's second
+    half are reported too, not judged."""
+    rss, hwm = run["rss"], run["hwm"]
+    first = rss[min(6, len(rss) - 1)][1]
+    warm_i = next((i for i, (t, _) in enumerate(rss) if t >= WARMUP_S), len(rss) - 1)
+    warm_peak, end = hwm[warm_i][1], rss[-1][1]
+    rss_growth = max((b - a) / a for a, b in zip(warm_peak, end, strict=True))
+    heap_warm, heap_end = [], []
+    for samples in heaps:
+        times = [(x["time"] - run["started_at"], x["heap_kb"]) for x in samples]
+        warm = [kb for t, kb in times if WARMUP_S <= t < WARMUP_S + 60]
+        last = [kb for t, kb in times if t >= duration_s - 60]
+        heap_warm.append(min(warm, default=0))
+        heap_end.append(min(last, default=0))
+    probed = len(heaps) == len(end) and all(heap_warm) and all(heap_end)
+    heap_growth = (max((b - a) / a for a, b in zip(heap_warm, heap_end, strict=True))
+                   if probed else None)  # fmt: skip
+    judged = duration_s >= 2 * WARMUP_S
+    ok = (not judged) or (probed and heap_growth is not None and heap_growth < MEMORY_BOUND
+                          and rss_growth < MEMORY_BOUND
+                          and max(end) / 1024 < RSS_TARGET_MB)  # fmt: skip
+    return {
+        "memory_judged": judged,
+        "memory_ok": ok,
+        "warmup_s": WARMUP_S,
+        "rss_kb_first_minute": first,
+        "rss_kb_warm": rss[warm_i][1],
+        "rss_kb_warm_peak": warm_peak,
+        "rss_kb_end": end,
+        "rss_growth": round(rss_growth, 4),
+        "rss_growth_from_first_minute": round(
+            max((b - a) / a for a, b in zip(first, end, strict=True)), 4
+        ),
+        "rss_slope_mb_per_min_second_half": _slope(rss, duration_s / 2),
+        "heap_kb_warm": heap_warm,
+        "heap_kb_end": heap_end,
+        "heap_growth": None if heap_growth is None else round(heap_growth, 4),
+        "arenas_end": [s[-1]["arenas"] if s else None for s in heaps],
+    }
+
+
+def _slope(series: list[tuple[float, list[int]]], since_s: float) -> list[float]:
+    """Least-squares slope of each worker's RSS from `since_s` on, in MB a minute."""
+    points = [(t, kb) for t, kb in series if t >= since_s]
+    if len(points) < 2:
+        return []
+    n, mt = len(points), sum(t for t, _ in points) / len(points)
+    out = []
+    for w in range(len(points[0][1])):
+        my = sum(kb[w] for _, kb in points) / n
+        num = sum((t - mt) * (kb[w] - my) for t, kb in points)
+        den = sum((t - mt) ** 2 for t, _ in points)
+        out.append(round(num / den * 60 / 1024, 3) if den else 0.0)
+    return out
+
+
+def read_probes(folder: Path, workers: list[int]) -> list[list[dict[str, Any]]]:
+    """Each worker's probe readings (bench/memtrace.py), in `workers` order."""
+    out = []
+    for pid in workers:
+        path = folder / f"{pid}.jsonl"
+        lines = path.read_text().splitlines() if path.exists() else []
+        out.append([json.loads(line) for line in lines if line.strip()])
+    return out
 
 
 def draw(result: dict[str, Any], path: Path) -> None:
@@ -233,14 +315,32 @@ def draw(result: dict[str, Any], path: Path) -> None:
     charts.soak(result, path)
 
 
+def memtrace_env(out: Path, every_s: float) -> dict[str, str]:
+    """The environment that starts bench/memtrace.py in every worker: the probe always, the
+    full reports every `every_s` seconds when asked."""
+    root = str(Path(__file__).resolve().parents[1])
+    traced = {"PYTHONTRACEMALLOC": "1"} if os.environ.get("GW_MEMTRACE_TRACEMALLOC") else {}
+    trim = {"GW_MEMTRACE_TRIM": "1"} if os.environ.get("GW_MEMTRACE_TRIM") else {}
+    return {**traced, **trim, "GW_MEMTRACE_ROOT": root,
+            "PYTHONPATH": f"{root}/bench/memtrace_site",
+            "GW_MEMTRACE_DIR": str((out / "memtrace").resolve()),
+            "GW_MEMTRACE_PROBE_S": str(PROBE_S), "GW_MEMTRACE_EVERY_S": str(every_s)}  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.soak", description=__doc__)
     p.add_argument("--duration", type=float, default=600)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--out", default=f"bench/out/soak-{time.strftime('%Y%m%d-%H%M%S')}")
+    p.add_argument("--memtrace", type=float, default=0, metavar="SECONDS",
+                   help="a full memory report from each worker into OUT/memtrace every "
+                        "SECONDS (bench/memtrace.py; GW_MEMTRACE_TRACEMALLOC=1 in the "
+                        "environment adds tracemalloc, which inflates RSS)")  # fmt: skip
     args = p.parse_args(argv)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    (out / "memtrace").mkdir(parents=True, exist_ok=True)
+    for old in (out / "memtrace").iterdir():  # an earlier run's probes into the same folder
+        old.unlink()
     tmp = Path(tempfile.mkdtemp(prefix="gw-soak-"))
     with RedisServer(appendonly=True, args=("--appendfsync", "always")) as redis, \
             SimProcess(api_key=API_KEY, subaccount_rps=LIMIT, record_limit=10**7) as sim:  # fmt: skip
@@ -250,18 +350,27 @@ def main(argv: list[str] | None = None) -> int:
             limits={"subaccount_rps": LIMIT, "subaccount_burst": BURST, "max_wait_ms": 100},
         )  # fmt: skip
         other = {**cfg, "server": {**cfg["server"], "workers": 1, "port": free_port()}}
-        with GatewayProcess(tmp, cfg) as gw, GatewayProcess(tmp, other, name="admin") as gw2:
+        with (
+            GatewayProcess(tmp, cfg, env=memtrace_env(out, args.memtrace)) as gw,
+            GatewayProcess(tmp, other, name="admin") as gw2,
+        ):
             time.sleep(1.0)
             assert gw.proc is not None
             workers = procs.children(gw.proc.pid) if args.workers > 1 else [gw.proc.pid]
             faults = fault_schedule(sim, redis)
             run = asyncio.run(drive(gw.url, gw2.url, args.duration, faults, workers))
+            heaps = read_probes(out / "memtrace", workers)
+            checks = verdict(run, sim)
+            memory = memory_verdict(run, heaps, args.duration)
+            checks["ok"] = checks["ok"] and memory["memory_ok"]
             result = {"command": "python -m bench.soak " + " ".join(sys.argv[1:]),
                       "duration_s": args.duration, "rate": RATE, "limit": LIMIT,
-                      **verdict(run, sim), "events": run["events"], "rss": run["rss"]}  # fmt: skip
+                      **checks, **memory, "events": run["events"], "rss": run["rss"],
+                      "hwm": run["hwm"], "started_at": run["started_at"],
+                      "heap": heaps}  # fmt: skip
     (out / "soak.json").write_text(json.dumps(result, indent=2))
     draw(result, out / "soak.png")
-    summary = {k: v for k, v in result.items() if k not in ("events", "rss")}
+    summary = {k: v for k, v in result.items() if k not in ("events", "rss", "hwm", "heap")}
     print(json.dumps(summary, indent=2))
     return 0 if result["ok"] else 1
 

@@ -27,10 +27,18 @@ from typing import Any
 
 from gateway.store.memory import MemoryStore
 
-_OTP_SWEEP = 100_000  # OTP bookings copied before the expired ones are dropped
+# Redis's OTP bookings are copied from the change stream for as long as they can refuse a
+# send (until their TAT). The copy is swept of the expired ones each time it has doubled
+# since the last sweep, and not below this size: it holds at most
+# max(_OTP_SWEEP_MIN, 2 x the bookings alive at the last sweep), at O(1) amortised a booking.
+_OTP_SWEEP_MIN = 1_024
 BATCH = 10_000  # numbers sorted between two returns to the event loop (and per SCAN call)
 _PART = 256  # numbers per partition, on average
 TemplateState = tuple[str, str | None]  # (status, category), as gcra.View answers
+
+
+def _now_us() -> int:
+    return time.time_ns() // 1000
 
 
 def number(msisdn: str | bytes) -> int | None:
@@ -171,11 +179,13 @@ class Compliance:
     """The snapshot this worker decides on when Redis is gone (a `gcra.View`'s compliance
     half), and the overlay of its own changes."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], int] | None = None) -> None:
         self.base: Snapshot | None = None
         self.overlay = Overlay()
         # Redis's recent OTP bookings, from the change stream: bucket key -> TAT (µs)
         self.otp: dict[str, int] = {}
+        self._otp_sweep_at = _OTP_SWEEP_MIN
+        self._clock = clock or _now_us
         self.synced_at: float | None = None  # monotonic: the change stream's last read
         self.tailing = asyncio.Event()  # set once the change stream's positions are taken
         self._pending: Overlay | None = None  # changes since the running load began
@@ -241,9 +251,10 @@ class Compliance:
         """An OTP bucket booked in Redis (its key and TAT, µs on Redis's clock)."""
         if tat > self.otp.get(key, 0):
             self.otp[key] = tat
-        if len(self.otp) > _OTP_SWEEP:
-            now = int(time.time() * 1_000_000)
+        if len(self.otp) >= self._otp_sweep_at:
+            now = self._clock()
             self.otp = {k: v for k, v in self.otp.items() if v > now}
+            self._otp_sweep_at = max(_OTP_SWEEP_MIN, 2 * len(self.otp))
 
     def otp_tat(self, key: str) -> int:
         return self.otp.get(key, 0)

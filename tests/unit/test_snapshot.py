@@ -350,3 +350,20 @@ async def test_otp_sends_are_refused_on_the_fallback_unless_allowed() -> None:
     await closed.close()
     await allowed.close()
     await store.close()
+
+
+def test_the_copy_of_redis_otp_bookings_stays_near_the_ones_still_alive() -> None:
+    # 100 bookings a second for 1,000 s, each alive 60 s: about 6,000 alive at any time.
+    # The copy may hold twice the live ones (it is swept when it has doubled), never all
+    # 100,000 it was sent.
+    now = [1_700_000_000_000_000]
+    snap = Compliance(clock=lambda: now[0])
+    largest = 0
+    for i in range(100_000):
+        now[0] += 10_000
+        snap.note_otp(keys.otp_bucket(A, f"+6580{i:07d}"), now[0] + 60_000_000)
+        largest = max(largest, len(snap.otp))
+    assert largest <= 2 * 6_001
+    alive = [k for k, tat in snap.otp.items() if tat > now[0]]
+    assert len(alive) == 6_000  # and every booking still alive is kept
+    assert snap.otp_tat(keys.otp_bucket(A, "+65800099999")) == now[0] + 60_000_000
