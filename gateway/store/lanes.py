@@ -11,12 +11,21 @@ within the *lead* (it goes at once or nearly); otherwise it takes a ticket in th
 (`SendCheck.claim`, gateway/policy/pacing.py), which must fall within the lead again. So
 the real TAT only ever holds bulk sends about to go, and a priority send waits behind a
 bulk flood at most the lead plus one interval.
+
+Fairness between the clients of one subaccount (`SendCheck.client`): each client keeps a
+fair-share TAT in the subaccount's ZSET (`keys.fair`), booked by its bulk sends at now with
+`k` intervals each, `k` the clients whose fair TAT is ahead of now (itself included): how
+far ahead of now its sends would reach if it were served its 1/k of the rate. A queue past
+bulk's reach still takes a bulk send, up to the whole horizon, when someone else is
+waiting too (k >= 2) and the send's fair TAT stays within bulk's reach: a client within its
+share is not refused for a queue another client filled, and the one that filled it is.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from gateway.store import keys
 from gateway.store.base import BucketSpec, Refusal, Rule, SendCheck
@@ -50,6 +59,36 @@ def bulk_reach(spec: BucketSpec, check: SendCheck, now: int) -> int:
     return now + horizon - check.reserve_pm * horizon // 1000
 
 
+class FairView(Protocol):
+    """The clients' fair-share TATs of a subaccount (a ZSET: client name -> TAT)."""
+
+    def fair_score(self, key: str, member: str, now: int) -> int: ...
+    def fair_count(self, key: str, now: int) -> int: ...  # members ahead of now
+    def fair_set(self, key: str, member: str, score: int, now: int) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Fair:
+    """A bulk send's place among its subaccount's clients."""
+
+    key: str  # the subaccount's ZSET of clients
+    k: int  # the clients with sends ahead of now, this one included
+    score: int  # the client's fair TAT after this send (what is booked)
+    within: bool  # that TAT is within bulk's reach: the client keeps to its share
+
+
+def fair_of(view: FairView, spec: BucketSpec, check: SendCheck, now: int) -> Fair:
+    """The client's fair TAT in the subaccount bucket `spec` after one more bulk send:
+    booked at now with k intervals, no further than the horizon (so it expires with the
+    bucket's other keys)."""
+    key = keys.fair(spec.key)
+    own = view.fair_score(key, check.client, now)
+    k = view.fair_count(key, now) + (0 if own > now else 1)
+    after = max(own, now) + k * spec.interval_us
+    horizon = spec.burst * spec.interval_us + check.max_wait_us
+    return Fair(key, k, min(after, now + horizon), after <= bulk_reach(spec, check, now))
+
+
 def _earliest(tat: int, spec: BucketSpec, now: int) -> int:
     return max(now, tat + spec.interval_us - spec.burst * spec.interval_us)
 
@@ -62,6 +101,7 @@ class BulkSlot:
     ticket: bool  # only the queues are booked; the real slot is claimed at `at`
     expect: int  # when it should go (the deadline is checked against it)
     refusal: Refusal | None  # a queue moved past bulk's reach
+    fair: Fair | None = None  # the client's fair TAT to book (SendCheck.client)
 
 
 def _live(check: SendCheck, skip: set[str]) -> list[BucketSpec]:
@@ -80,10 +120,13 @@ def bulk_slot(
     slot: int,
     shadowed: list[Rule],
     skip: set[str],
+    view: FairView | None = None,
 ) -> BulkSlot:
     """A bulk send's place in its laned buckets, `slot` being the common slot of the real
     TATs. A laned bucket whose queue it would move past bulk's reach refuses it (shadowed:
-    counted, and the bucket neither refuses nor is booked: added to `skip`)."""
+    counted, and the bucket neither refuses nor is booked: added to `skip`), but the
+    subaccount's for a client within its fair share while others wait (`view`: the fair
+    TATs, with `check.client`), up to the horizon."""
     live = _live(check, skip)
     expect = slot
     for b in live:
@@ -91,19 +134,24 @@ def bulk_slot(
     lead = lead_us(check, live)
     ticket = bool(live) and expect - now > lead
     at = expect - lead // 2 if ticket else slot  # half the lead: the claim's slack
-    best = None
+    best, fair = None, None
     for b in check.buckets:
         if not laned(b, check) or b.key in skip:
             continue
         after = max(tat(keys.queue(b.key)), at) + b.interval_us
         reach = bulk_reach(b, check, now)
+        if b.rule is Rule.SUBACCOUNT and check.client and view is not None:
+            fair = fair_of(view, b, check, now)
+            horizon = b.burst * b.interval_us + check.max_wait_us
+            if fair.k > 1 and fair.within and after <= now + horizon:
+                reach = after  # its share of the queue: past bulk's reach
         if after > reach:
             if b.rule in check.shadow:
                 shadowed.append(b.rule)
                 skip.add(b.key)
             elif best is None or _RANK[b.rule] < _RANK[best.rule]:
                 best = Refusal(b.rule, after - reach, bucket=b)
-    return BulkSlot(at, ticket, expect, best)
+    return BulkSlot(at, ticket, expect, best, fair)
 
 
 def claim_refusal(

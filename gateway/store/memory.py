@@ -49,6 +49,7 @@ class MemoryStore:
         self._clock = clock or _now_us
         self._tats: dict[str, tuple[int, int]] = {}  # key -> (TAT, expires at)
         self._cools: dict[str, int] = {}  # key -> expires at
+        self._fairs: dict[str, dict[str, int]] = {}  # subaccount -> client -> fair TAT
         self._optouts: dict[str, set[str]] = {}
         self._consents: dict[str, dict[str, ConsentRecord]] = {}
         self._templates: dict[str, dict[str, tuple[TemplateRecord, int]]] = {}
@@ -100,6 +101,24 @@ class MemoryStore:
             return 0
         # Redis reports the cool-down's TTL in whole ms: the same rounding here
         return now + (until - now) // 1000 * 1000 if until else 0
+
+    # --- fairness between a subaccount's clients (gateway/store/lanes.py): a ZSET whose
+    # members go when their fair TAT is past, the key with its last member
+    def fair_score(self, key: str, member: str, now: int) -> int:
+        score = self._fairs.get(key, {}).get(member, 0)
+        return score if score > now else 0
+
+    def fair_count(self, key: str, now: int) -> int:
+        return sum(1 for score in self._fairs.get(key, {}).values() if score > now)
+
+    def fair_set(self, key: str, member: str, score: int, now: int) -> None:
+        members = {m: v for m, v in self._fairs.get(key, {}).items() if v > now}
+        members[member] = score
+        self._fairs[key] = members
+
+    def fair_members(self, key: str) -> dict[str, int]:
+        """A subaccount's clients and their fair TATs, the past ones included (tests)."""
+        return dict(self._fairs.get(key, {}))
 
     # --- WhatsApp's limits (wacheck.TierView): a portfolio's ZSET as member -> score
     def _wa(self) -> _WhatsApp:
@@ -177,6 +196,7 @@ class MemoryStore:
         self._ops = 0
         self._tats = {k: v for k, v in self._tats.items() if v[1] > now}
         self._cools = {k: v for k, v in self._cools.items() if v > now}
+        self._fairs = {k: v for k, v in self._fairs.items() if max(v.values(), default=0) > now}
 
     # --- opt-outs
     async def optout_add(self, account: str, msisdn: str) -> bool:
