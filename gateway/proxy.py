@@ -102,9 +102,10 @@ async def _send(
     if refused is not None:
         return refused
     started = time.monotonic()
-    client = request[LOG].get("client") or ""  # fairness between a subaccount's clients (docs/lanes.md)
-    check = state.plan.check(route, parsed.messages, eu_ips, deadlines, body=parsed.body,
-                             client=client)  # fmt: skip
+    client = request[LOG].get("client") or ""  # fairness between clients: docs/lanes.md
+    check = state.plan.check(
+        route, parsed.messages, eu_ips, deadlines, body=parsed.body, client=client
+    )
     decision = await _decide(request, state, check)
     if not isinstance(decision, Decision):
         return decision
