@@ -199,16 +199,24 @@ end
 
 -- Fairness between the clients of a subaccount (twin: lanes.fair_of): the caller's fair TAT
 -- after one more bulk send, booked at now with k intervals (k: the clients whose fair TAT
--- is ahead of now, the caller included), no further than the horizon; `within`: it stays
--- within bulk's reach (the caller keeps to its share).
+-- is less than a horizon behind now, the caller included), no further than the horizon;
+-- and the furthest its queue may go: bulk's reach alone, with others the horizon within
+-- its share (its fair TAT within bulk's reach), 1/k of bulk's reach past it.
 local function fair_of(f, interval, horizon, reach)
   local key = KEYS[f[1]]
+  local since = now - horizon
   local own = tonumber(redis.call('ZSCORE', key, f[2]) or '0') or 0
-  if own <= now then own = 0 end
-  local k = redis.call('ZCOUNT', key, '(' .. string.format('%.0f', now), '+inf')
+  if own <= since then own = 0 end
+  local k = redis.call('ZCOUNT', key, '(' .. string.format('%.0f', since), '+inf')
   if own == 0 then k = k + 1 end
   local after = math.max(own, now) + k * interval
-  return {f = f, k = k, score = math.min(after, now + horizon), within = after <= reach}
+  local limit = reach
+  if k > 1 and after <= reach then
+    limit = now + horizon
+  elseif k > 1 then
+    limit = now + math.floor((reach - now) / k)
+  end
+  return {f = f, score = math.min(after, now + horizon), since = since, limit = limit}
 end
 
 -- A bulk send's place (s: the real TATs' common slot): the instant it books (a ticket: half
@@ -245,8 +253,7 @@ local function bulk_slot(c, bks, s, skip)
       if rule == 6 and f and f ~= 0 and f[1] > 0 then
         fair = fair_of(f, interval, horizon, reach)
         fair.sub = k
-        -- a client within its share while others wait: past bulk's reach, to the horizon
-        if fair.k > 1 and fair.within and after <= now + horizon then reach = after end
+        reach = fair.limit
       end
       if after > reach then
         if shadow[rule] then
@@ -564,9 +571,9 @@ local function decide(c)
   if w and w ~= 0 then wa_book(w, wa_tent, at, wa_cost) end
   if fair and c[19] == 0 and not skip[fair.sub] then -- the caller's fair TAT; past ones go
     local key = KEYS[fair.f[1]]
-    redis.call('ZREMRANGEBYSCORE', key, '-inf', string.format('%.0f', now))
+    redis.call('ZREMRANGEBYSCORE', key, '-inf', string.format('%.0f', fair.since))
     redis.call('ZADD', key, string.format('%.0f', fair.score), fair.f[2])
-    local ms = math.ceil((fair.score - now) / 1000)
+    local ms = math.ceil((fair.score - fair.since) / 1000) -- a horizon after its fair TAT
     if redis.call('PTTL', key) < ms then redis.call('PEXPIRE', key, ms) end
   end
   if #otp_keys > 0 then

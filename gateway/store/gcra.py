@@ -88,9 +88,9 @@ class View(Protocol):
     def tier_oldest(self, key: str) -> int | None: ...
     def tier_add(self, key: str, member: str, score: int) -> None: ...
     # fairness between a subaccount's clients (gateway/store/lanes.py)
-    def fair_score(self, key: str, member: str, now: int) -> int: ...
-    def fair_count(self, key: str, now: int) -> int: ...
-    def fair_set(self, key: str, member: str, score: int, now: int) -> None: ...
+    def fair_score(self, key: str, member: str, since: int) -> int: ...
+    def fair_count(self, key: str, since: int) -> int: ...
+    def fair_set(self, key: str, member: str, score: int, since: int, until: int) -> None: ...
 
 
 class _Wa:
@@ -309,13 +309,13 @@ class _DryView:
     def tier_add(self, key: str, member: str, score: int) -> None:
         pass  # a dry run counts no recipient in the messaging tier
 
-    def fair_score(self, key: str, member: str, now: int) -> int:
-        return self._view.fair_score(key, member, now)
+    def fair_score(self, key: str, member: str, since: int) -> int:
+        return self._view.fair_score(key, member, since)
 
-    def fair_count(self, key: str, now: int) -> int:
-        return self._view.fair_count(key, now)
+    def fair_count(self, key: str, since: int) -> int:
+        return self._view.fair_count(key, since)
 
-    def fair_set(self, key: str, member: str, score: int, now: int) -> None:
+    def fair_set(self, key: str, member: str, score: int, since: int, until: int) -> None:
         pass  # a dry run books no client's share
 
 
@@ -378,7 +378,8 @@ def decide(view: View, check: SendCheck, now: int, tiers: wacheck.Tiers | None =
         left = (spec.burst * spec.interval_us - (tat - now)) // spec.interval_us
         remaining.append((spec.rule, max(0, left)))
     if fair is not None and not any(keys.fair(k) == fair.key for k in skip):
-        view.fair_set(fair.key, check.client, fair.score, now)
+        until = fair.score + (now - fair.since)  # a horizon after its fair TAT
+        view.fair_set(fair.key, check.client, fair.score, fair.since, until)
     for key in otp_keys:
         view.set_tat(key, max(view.tat(key, now), slot) + check.otp.interval_us, now)
     if wa is not None and check.whatsapp is not None:

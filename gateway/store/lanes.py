@@ -14,11 +14,13 @@ bulk flood at most the lead plus one interval.
 
 Fairness between the clients of one subaccount (`SendCheck.client`): each client keeps a
 fair-share TAT in the subaccount's ZSET (`keys.fair`), booked by its bulk sends at now with
-`k` intervals each, `k` the clients whose fair TAT is ahead of now (itself included): how
-far ahead of now its sends would reach if it were served its 1/k of the rate. A queue past
-bulk's reach still takes a bulk send, up to the whole horizon, when someone else is
-waiting too (k >= 2) and the send's fair TAT stays within bulk's reach: a client within its
-share is not refused for a queue another client filled, and the one that filled it is.
+`k` intervals each, `k` the clients that sent within the last horizon (their fair TAT is
+less than a horizon behind now; itself included): how far ahead of now its sends would
+reach if it were served its 1/k of the rate. Alone (k = 1) a client has bulk's whole
+reach, as without fairness. With others (k >= 2) a client within its share (its fair TAT
+within bulk's reach) may move the queue as far as the horizon, and one past its share only
+to 1/k of bulk's reach: a flood keeps the queue full enough for the bucket to stay busy,
+and leaves the rest of it to the clients within their shares.
 """
 
 from __future__ import annotations
@@ -60,11 +62,12 @@ def bulk_reach(spec: BucketSpec, check: SendCheck, now: int) -> int:
 
 
 class FairView(Protocol):
-    """The clients' fair-share TATs of a subaccount (a ZSET: client name -> TAT)."""
+    """The clients' fair-share TATs of a subaccount (a ZSET: client name -> TAT); members
+    whose TAT is not after `since` count as gone."""
 
-    def fair_score(self, key: str, member: str, now: int) -> int: ...
-    def fair_count(self, key: str, now: int) -> int: ...  # members ahead of now
-    def fair_set(self, key: str, member: str, score: int, now: int) -> None: ...
+    def fair_score(self, key: str, member: str, since: int) -> int: ...
+    def fair_count(self, key: str, since: int) -> int: ...
+    def fair_set(self, key: str, member: str, score: int, since: int, until: int) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,21 +75,27 @@ class Fair:
     """A bulk send's place among its subaccount's clients."""
 
     key: str  # the subaccount's ZSET of clients
-    k: int  # the clients with sends ahead of now, this one included
     score: int  # the client's fair TAT after this send (what is booked)
-    within: bool  # that TAT is within bulk's reach: the client keeps to its share
+    since: int  # members not after this are gone (a horizon before now)
+    limit: int  # the furthest this send may move the subaccount's queue
 
 
 def fair_of(view: FairView, spec: BucketSpec, check: SendCheck, now: int) -> Fair:
-    """The client's fair TAT in the subaccount bucket `spec` after one more bulk send:
-    booked at now with k intervals, no further than the horizon (so it expires with the
-    bucket's other keys)."""
+    """The client's fair TAT in the subaccount bucket `spec` after one more bulk send
+    (booked at now with k intervals, no further than the horizon), and how far its queue
+    may go for it: bulk's reach alone; with others, the horizon within its share, 1/k of
+    bulk's reach past it."""
     key = keys.fair(spec.key)
-    own = view.fair_score(key, check.client, now)
-    k = view.fair_count(key, now) + (0 if own > now else 1)
-    after = max(own, now) + k * spec.interval_us
     horizon = spec.burst * spec.interval_us + check.max_wait_us
-    return Fair(key, k, min(after, now + horizon), after <= bulk_reach(spec, check, now))
+    since = now - horizon
+    own = view.fair_score(key, check.client, since)
+    k = view.fair_count(key, since) + (0 if own > since else 1)
+    after = max(own, now) + k * spec.interval_us
+    reach = bulk_reach(spec, check, now)
+    limit = reach
+    if k > 1:
+        limit = now + horizon if after <= reach else now + (reach - now) // k
+    return Fair(key, min(after, now + horizon), since, limit)
 
 
 def _earliest(tat: int, spec: BucketSpec, now: int) -> int:
@@ -125,8 +134,8 @@ def bulk_slot(
     """A bulk send's place in its laned buckets, `slot` being the common slot of the real
     TATs. A laned bucket whose queue it would move past bulk's reach refuses it (shadowed:
     counted, and the bucket neither refuses nor is booked: added to `skip`), but the
-    subaccount's for a client within its fair share while others wait (`view`: the fair
-    TATs, with `check.client`), up to the horizon."""
+    subaccount's, with `view` (the fair TATs) and `check.client`, as far as `fair_of`
+    lets this client move it."""
     live = _live(check, skip)
     expect = slot
     for b in live:
@@ -142,9 +151,7 @@ def bulk_slot(
         reach = bulk_reach(b, check, now)
         if b.rule is Rule.SUBACCOUNT and check.client and view is not None:
             fair = fair_of(view, b, check, now)
-            horizon = b.burst * b.interval_us + check.max_wait_us
-            if fair.k > 1 and fair.within and after <= now + horizon:
-                reach = after  # its share of the queue: past bulk's reach
+            reach = fair.limit
         if after > reach:
             if b.rule in check.shadow:
                 shadowed.append(b.rule)

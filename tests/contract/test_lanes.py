@@ -425,7 +425,7 @@ async def test_a_clients_share_expires_with_the_bucket(store: Store):
         client = store.client
         members = dict(await client.zrange(key, 0, -1, withscores=True))
         ttl = await client.pttl(key)
-        assert 0 < ttl <= HORIZON_US // MS
+        assert 0 < ttl <= 2 * HORIZON_US // MS  # a horizon after the fair TAT
         assert set(members) == {b"a", b"b"}
     else:
         assert isinstance(store, MemoryStore)
