@@ -442,3 +442,20 @@ async def test_dry_run_of_fair_sends_leaves_every_key_alone(store: Store):
     ds = await store.decide_many([replace(c, dry_run=True) for c in checks])
     assert ds[0].refusal is None and ds[1].refusal is not None and ds[2].refusal is None
     assert await _every_key(store) == before
+
+
+async def test_a_client_gone_for_a_horizon_is_pruned_and_not_counted(store: Store):
+    key = keys.fair(sub_bucket(interval_us=1 * US, burst=1).key)
+    if isinstance(store, RedisStore):
+        await store.client.zadd(key, {"gone": 1})  # a fair TAT long past
+    else:
+        assert isinstance(store, MemoryStore)
+        store.fair_set(key, "gone", 1, 0, 2**62)
+    ds = await store.decide_many([_fair("a")] * 12)
+    assert sum(d.refusal is None for d in ds) == 8  # alone: "gone" is not a peer
+    if isinstance(store, RedisStore):
+        members = {m for m, _ in await store.client.zrange(key, 0, -1, withscores=True)}
+        assert members == {b"a"}
+    else:
+        assert isinstance(store, MemoryStore)
+        assert set(store.fair_members(key)) == {"a"}
