@@ -400,6 +400,8 @@ async def test_a_flood_from_one_client_does_not_refuse_another(store: Store):
     for d in (a1, a2):  # a is past its share: refused, as a full queue refuses
         assert d.refusal is not None and d.refusal.rule is Rule.SUBACCOUNT
         assert 0 < d.refusal.retry_after_us <= HORIZON_US
+    # held to 1/k of bulk's reach (4.4 s) while b sends: the queue would reach 10 s
+    assert a1.refusal is not None and a1.refusal.retry_after_us == 5_600_000
     over = (await store.decide(b)).refusal  # the horizon is the bound, share or not
     assert over is not None and over.rule is Rule.SUBACCOUNT
 

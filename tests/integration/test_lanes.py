@@ -203,7 +203,9 @@ async def test_a_flooding_client_cannot_starve_another_of_its_subaccount(
     )
     alone = await _wave(gw.url, 30, 1)
     went = [status for status, _, _ in alone].count(200)
-    assert went >= 16  # a burst and bulk's whole reach: the flooder alone is not held back
+    # alone, the flooder has bulk's whole reach: 16 queue slots (a claim that comes late on
+    # a loaded machine may lose one or two); held to half of it, it would get about 10
+    assert went >= 13
 
     full, done = asyncio.Event(), asyncio.Event()
 
