@@ -234,6 +234,38 @@ def soak(result: dict[str, Any], path: Path) -> None:
 LANES_P99_TARGET_MS = 50
 
 
+def lanes_fair(result: dict[str, Any], path: Path) -> None:
+    """Fairness between two clients of one subaccount (bench/lanes_fair.py): each client's
+    refused share and its waits, with fair_clients off and on."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    runs = result["runs"]
+    kinds = ("flood", "steady", "otp")
+    xs = range(len(runs))
+    for i, kind in enumerate(kinds):
+        vals = [r[kind]["refused_share"] for r in runs]
+        right.bar([x + (i - 1) * 0.27 for x in xs], vals, width=0.27, label=kind)
+    right.set_xticks(list(xs), [f"fair_clients {str(r['fair_clients']).lower()}" for r in runs])
+    right.set_ylim(0, 1.0)
+    right.set_ylabel("share of its sends refused")
+    right.set_title(f"{result['rps']} rps subaccount: flood {result['flood']:g}x, "
+                    f"steady {result['steady']:g}x")  # fmt: skip
+    right.legend(fontsize=7)
+    for run in runs:
+        for kind, ls in (("flood", "--"), ("steady", "-")):
+            waits = sorted(run[kind]["waits_ms"])
+            n = len(waits)
+            if not n:
+                continue
+            label = (f"{kind}, fair {str(run['fair_clients']).lower()}: "
+                     f"p99 {run[kind]['wait_ms']['p99']:.0f} ms")  # fmt: skip
+            left.step(waits, [(j + 1) / n for j in range(n)], where="post", ls=ls, label=label)
+    left.set_xlabel("added wait of the sends that went (ms)")
+    left.set_ylabel("fraction of the client's sends that went")
+    left.set_title(f"MARKETING waits, max_wait {result['max_wait_ms']} ms")
+    left.legend(fontsize=7, loc="lower right")
+    _save(fig, path)
+
+
 def lanes(result: dict[str, Any], path: Path) -> None:
     """The lanes scenario (bench/lanes.py): OTP waits' distribution per reserved share,
     and what MARKETING still used of the capacity."""

@@ -85,6 +85,7 @@ class LimitsConfig:
     shadow: tuple[str, ...] = ()
     deadline_ms: int = 0  # bulk sends (plain, MARKETING, ...): 0 = none
     priority_deadline_ms: int = 0  # OTP, AUTHENTICATION, UTILITY sends: 0 = none
+    fair_clients: bool = True  # clients of one subaccount share its bulk queue fairly
 
 
 @dataclass(frozen=True, slots=True)

@@ -78,7 +78,7 @@ async def decide(request: web.Request, state: State) -> web.StreamResponse:
         header_ms = lanes.header_deadline_ms(headers.get(lanes.DEADLINE_HEADER))
         deadlines = lanes.deadlines_us(header_ms, client.deadlines_ms, state.plan.deadlines_ms)
         if route.kind is Kind.OTHER:
-            check = state.plan.check(route, (), None)
+            check = state.plan.check(route, (), None, client=client.name)
         else:
             if payload is None:
                 raise GatewayError("request.invalid", "a send needs a JSON body", field="body")
@@ -94,7 +94,9 @@ async def decide(request: web.Request, state: State) -> web.StreamResponse:
             )
             if parsed.invalid and not parsed.messages:
                 return _answer("refuse", parsed.invalid[0][1].code)
-            check = state.plan.check(route, parsed.messages, eu_ips, deadlines, body=payload)
+            check = state.plan.check(
+                route, parsed.messages, eu_ips, deadlines, body=payload, client=client.name
+            )
     except GatewayError as exc:
         return _answer("refuse", exc.code)
     try:

@@ -113,7 +113,10 @@ async def _send(
     if refused is not None:
         return refused
     started = time.monotonic()
-    check = state.plan.check(route, parsed.messages, eu_ips, deadlines, body=parsed.body)
+    client = request[LOG].get("client") or ""  # fairness between clients: docs/lanes.md
+    check = state.plan.check(
+        route, parsed.messages, eu_ips, deadlines, body=parsed.body, client=client
+    )
     decision = await _decide(request, state, check)
     if not isinstance(decision, Decision):
         return decision
@@ -296,10 +299,11 @@ async def _at_slot(
         request[LOG]["waited_ms"] = decision.wait_us // 1000
         state.metrics.shaped_seconds.observe(decision.wait_us / 1e6)
     lane = PRIORITY if decision.priority else BULK
+    client = request[LOG].get("client") or ""
 
     def capacity() -> SendCheck:
         left = max(1, round((due - time.monotonic()) * 1e6)) if due else 0
-        return state.plan.check(route, (), None, (left, left), lane)
+        return state.plan.check(route, (), None, (left, left), lane, client=client)
 
     try:
         decision = await pacing.until_slot(

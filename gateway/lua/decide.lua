@@ -7,12 +7,14 @@
 --   [batch, opt_in, unknown_ok, max_wait_us, k_optouts, k_consents, k_templates,
 --    k_cooldown, otp_interval_us, otp_burst, buckets, messages, k_changes,
 --    reserve_pm, lane, deadline_us, priority_deadline_us, shadow, dry, whatsapp, queues,
---    claim]
+--    claim, fair]
 --   (reserve_pm .. dry, queues, claim: docs/lanes.md; reserve_pm: per mille of a laned
 --   bucket's horizon bulk may not book; lane 0 from the messages, 1 priority, 2 bulk;
 --   deadlines 0: none; shadow: rule codes that only count, WhatsApp's too; dry 1: decide,
 --   write nothing; queues: per bucket, k of its bulk queue (a second TAT), 0: not laned;
---   claim 1: a bulk send's claim of its real slot at its ticket's instant)
+--   claim 1: a bulk send's claim of its real slot at its ticket's instant; fair: 0, or
+--   [k_clients, client]: the subaccount's ZSET of its clients' fair-share TATs and the
+--   caller's name, for fairness between them)
 --   batch, unknown_ok: 0|1; opt_in: 0 off, 1 warn, 2 enforce; a k_* of 0: not needed
 --   buckets: flat, 5 per bucket, in rule order: rule, k_key, interval_us, burst, shapeable
 --   messages: flat, 4 per message: msisdn, "name:language" or "", otp (0|1), k_otp_bucket
@@ -144,7 +146,7 @@ local function cooldown_end(k)
   return v
 end
 
-local shadowed, shadow, prio, tick -- the current request's (docs/lanes.md)
+local shadowed, shadow, prio, tick, fair -- the current request's (docs/lanes.md)
 local function tail(dropped, uncons)
   push(#dropped / 2)
   for i = 1, #dropped do push(dropped[i]) end
@@ -195,6 +197,28 @@ local function lead_of(c, bks, skip)
   return lead
 end
 
+-- Fairness between the clients of a subaccount (twin: lanes.fair_of): the caller's fair TAT
+-- after one more bulk send, booked at now with k intervals (k: the clients whose fair TAT
+-- is less than a horizon behind now, the caller included), no further than the horizon;
+-- and the furthest its queue may go: bulk's reach alone, with others the horizon within
+-- its share (its fair TAT within bulk's reach), 1/k of bulk's reach past it.
+local function fair_of(f, interval, horizon, reach)
+  local key = KEYS[f[1]]
+  local since = now - horizon
+  local own = tonumber(redis.call('ZSCORE', key, f[2]) or '0') or 0
+  if own <= since then own = 0 end
+  local k = redis.call('ZCOUNT', key, '(' .. string.format('%.0f', since), '+inf')
+  if own == 0 then k = k + 1 end
+  local after = math.max(own, now) + k * interval
+  local limit = reach
+  if k > 1 and after <= reach then
+    limit = now + horizon
+  elseif k > 1 then
+    limit = now + math.floor((reach - now) / k)
+  end
+  return {f = f, score = math.min(after, now + horizon), since = since, limit = limit}
+end
+
 -- A bulk send's place (s: the real TATs' common slot): the instant it books (a ticket: half
 -- the lead before its queue's slot), whether that is a ticket, the slot it is expected at,
 -- and the rule, retry_after, bucket index of a refusal by a queue it would move past
@@ -225,6 +249,12 @@ local function bulk_slot(c, bks, s, skip)
       local after = math.max(tat_of(q), at) + interval
       local horizon = burst * interval + c[4]
       local reach = now + horizon - math.floor(c[14] * horizon / 1000)
+      local f = c[23]
+      if rule == 6 and f and f ~= 0 and f[1] > 0 then
+        fair = fair_of(f, interval, horizon, reach)
+        fair.sub = k
+        reach = fair.limit
+      end
       if after > reach then
         if shadow[rule] then
           shadowed[#shadowed + 1] = rule
@@ -424,7 +454,7 @@ local function decide(c)
   wa_tent = {pair = {}, tier = {}, n_new = 0, booked = {}}
   local nmsg = #msg / 4
   local all_prio = true
-  shadowed, prio, tick = {}, false, false
+  shadowed, prio, tick, fair = {}, false, false, nil
   for m = 0, nmsg - 1 do
     local rule, retry, status, warned, p = check_message(c, msg, m, otp_tent, otp_keys, otp_msg)
     if rule == 0 and not p then all_prio = false end
@@ -539,6 +569,13 @@ local function decide(c)
     push(math.max(0, math.floor((burst * interval - (v - now)) / interval)))
   end
   if w and w ~= 0 then wa_book(w, wa_tent, at, wa_cost) end
+  if fair and c[19] == 0 and not skip[fair.sub] then -- the caller's fair TAT; past ones go
+    local key = KEYS[fair.f[1]]
+    redis.call('ZREMRANGEBYSCORE', key, '-inf', string.format('%.0f', fair.since))
+    redis.call('ZADD', key, string.format('%.0f', fair.score), fair.f[2])
+    local ms = math.ceil((fair.score - fair.since) / 1000) -- a horizon after its fair TAT
+    if redis.call('PTTL', key) < ms then redis.call('PEXPIRE', key, ms) end
+  end
   if #otp_keys > 0 then
     local seen = {}
     for i = 1, #otp_keys do

@@ -70,6 +70,7 @@ class LimitPlan:
         self.reserve_pm = round(lim.reserved_share * 1000)
         self.shadow = shadow_rules(lim.shadow)
         self.deadlines_ms = (lim.deadline_ms, lim.priority_deadline_ms)
+        self.fair_clients = lim.fair_clients
         self.whatsapp = WhatsAppPlan(cfg, capacity_bucket)
 
     def subaccount(self, subaccount: str) -> tuple[str, BucketSpec, str]:
@@ -119,11 +120,14 @@ class LimitPlan:
         deadlines_us: tuple[int, int] = (0, 0),
         lane: int = 0,
         body: Any = None,
+        client: str = "",
     ) -> SendCheck:
         """A request's check; every end user it names (an SMS batch may name several) has its
         own bucket, and any of them refusing refuses the whole request. `deadlines_us`:
         (bulk, priority), 0 none; `lane`: 0 from the messages (docs/lanes.md). `body`: the
-        decoded send, for a WhatsApp send's sender number (gateway/policy/whatsapp.py)."""
+        decoded send, for a WhatsApp send's sender number (gateway/policy/whatsapp.py).
+        `client`: the caller's `[[clients]]` name, for fairness between the clients of
+        one subaccount (docs/lanes.md; dropped when `limits.fair_clients` is off)."""
         sub = route.subaccount if route.subaccount is not None else self.booked_for(route.account)
         capacity: tuple[BucketSpec, ...]
         if sub is None:  # an account with no configured subaccount, or GET /files/{name}
@@ -153,6 +157,7 @@ class LimitPlan:
             priority_deadline_us=deadlines_us[1],
             shadow=self.shadow,
             whatsapp=self.whatsapp.check(route, account, sub, messages, body),
+            client=client if self.fair_clients else "",
         )
 
     def all_buckets(self) -> dict[str, dict[str, int]]:

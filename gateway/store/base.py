@@ -141,6 +141,9 @@ class SendCheck:
     # (pacing, docs/lanes.md): booked only within the bulk lead, the bulk queue untouched
     claim: bool = False
     whatsapp: WhatsAppCheck | None = None  # None: not a WhatsApp send, nothing extra
+    # fairness between the clients of one subaccount (docs/lanes.md): the caller's
+    # `[[clients]]` name ("": none, or `limits.fair_clients = false`)
+    client: str = ""
 
 
 #: `SendCheck.lane`: 0 from the messages, PRIORITY or BULK forced

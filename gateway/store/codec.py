@@ -79,7 +79,7 @@ def encode_split(
             ix(keys.changes(account)) if any_otp else 0,
             c.reserve_pm, c.lane, c.deadline_us, c.priority_deadline_us,
             sorted(CODE[r] for r in c.shadow), int(c.dry_run),
-            _whatsapp(c, ix), _queues(c, ix), int(c.claim),
+            _whatsapp(c, ix), _queues(c, ix), int(c.claim), _fair(c, ix),
         ))  # fmt: skip
     return names, others, orjson.dumps(payload)
 
@@ -89,6 +89,17 @@ def _queues(c: SendCheck, ix: Callable[[str], int]) -> object:
     if not c.reserve_pm:
         return 0
     return [ix(keys.queue(b.key)) if lanes.laned(b, c) else 0 for b in c.buckets]
+
+
+def _fair(c: SendCheck, ix: Callable[[str], int]) -> object:
+    """decide.lua's `fair` entry: the laned subaccount bucket's ZSET of clients and the
+    caller's name (0: none; docs/lanes.md)."""
+    if not c.client or not c.reserve_pm or c.claim:
+        return 0
+    for b in c.buckets:
+        if b.rule is Rule.SUBACCOUNT and lanes.laned(b, c):
+            return [ix(keys.fair(b.key)), c.client]
+    return 0
 
 
 def _whatsapp(c: SendCheck, ix: Callable[[str], int]) -> object:

@@ -87,6 +87,10 @@ class View(Protocol):
     def tier_score(self, key: str, member: str) -> int | None: ...
     def tier_oldest(self, key: str) -> int | None: ...
     def tier_add(self, key: str, member: str, score: int) -> None: ...
+    # fairness between a subaccount's clients (gateway/store/lanes.py)
+    def fair_score(self, key: str, member: str, since: int) -> int: ...
+    def fair_count(self, key: str, since: int) -> int: ...
+    def fair_set(self, key: str, member: str, score: int, since: int, until: int) -> None: ...
 
 
 class _Wa:
@@ -190,10 +194,11 @@ def _bucket_refusal(
     priority: bool,
     shadowed: list[Rule],
     forwarded: int = 0,
-) -> tuple[int, Refusal | None, frozenset[str], int, bool]:
+) -> tuple[int, Refusal | None, frozenset[str], int, bool, lanes.Fair | None]:
     """(common booking instant, refusal or None, keys of shadowed buckets that would have
     refused: not booked, WhatsApp sender tokens to book, a bulk queue's ticket: the laned
-    buckets' real TATs not booked) of the request-level buckets."""
+    buckets' real TATs not booked, the client's fair TAT to book) of the request-level
+    buckets."""
     cool = view.cooldown_end(check.cooldown_key, now) if check.cooldown_key else 0
     slot, best, has_sub = now, None, False
     slot_spec: BucketSpec | None = None
@@ -238,14 +243,17 @@ def _bucket_refusal(
             if cool - now > check.max_wait_us and late:
                 best = Refusal(Rule.SUBACCOUNT, max(1, cool - now - check.max_wait_us))
     # lanes (laned buckets only, docs/lanes.md); a late sender bucket is its own refusal
-    at, ticket, expect = slot, False, slot
+    at, ticket, expect, fair = slot, False, slot, None
     if check.reserve_pm and (best is None or best.rule is not Rule.SENDER):
         over = None
         if check.claim:
             over = lanes.claim_refusal(check, now, slot, slot_spec, skip)
         elif not priority:
-            bulk = lanes.bulk_slot(lambda k: view.tat(k, now), check, now, slot, shadowed, skip)
+            bulk = lanes.bulk_slot(
+                lambda k: view.tat(k, now), check, now, slot, shadowed, skip, view
+            )
             at, ticket, expect, over = bulk.at, bulk.ticket, bulk.expect, bulk.refusal
+            fair = bulk.fair
         if over is not None and (best is None or RANK[over.rule] < RANK[best.rule]):
             best = over
     deadline = check.priority_deadline_us if priority else check.deadline_us
@@ -254,7 +262,7 @@ def _bucket_refusal(
             shadowed.append(Rule.DEADLINE)
         else:
             best = Refusal(Rule.DEADLINE, expect - now, bucket=slot_spec)
-    return at, best, frozenset(skip), cost, ticket
+    return at, best, frozenset(skip), cost, ticket, fair
 
 
 class _DryView:
@@ -301,6 +309,15 @@ class _DryView:
     def tier_add(self, key: str, member: str, score: int) -> None:
         pass  # a dry run counts no recipient in the messaging tier
 
+    def fair_score(self, key: str, member: str, since: int) -> int:
+        return self._view.fair_score(key, member, since)
+
+    def fair_count(self, key: str, since: int) -> int:
+        return self._view.fair_count(key, since)
+
+    def fair_set(self, key: str, member: str, score: int, since: int, until: int) -> None:
+        pass  # a dry run books no client's share
+
 
 def decide(view: View, check: SendCheck, now: int, tiers: wacheck.Tiers | None = None) -> Decision:
     """One request, atomically: refuse (nothing consumed) or book every bucket at once.
@@ -340,7 +357,7 @@ def decide(view: View, check: SendCheck, now: int, tiers: wacheck.Tiers | None =
     # no messages (not a send): bulk; a lane given (pacing's fresh slot) wins
     priority = check.lane == PRIORITY if check.lane else bool(check.messages) and all_priority
     forwarded = len(check.messages) - len(dropped)
-    slot, over, skip, cost, ticket = _bucket_refusal(
+    slot, over, skip, cost, ticket, fair = _bucket_refusal(
         view, check, now, priority, shadowed, forwarded
     )
     if over is not None:
@@ -360,6 +377,9 @@ def decide(view: View, check: SendCheck, now: int, tiers: wacheck.Tiers | None =
         tat = max(tat, now)  # a ticket's or a shadowed bucket may be empty: full
         left = (spec.burst * spec.interval_us - (tat - now)) // spec.interval_us
         remaining.append((spec.rule, max(0, left)))
+    if fair is not None and not any(keys.fair(k) == fair.key for k in skip):
+        until = fair.score + (now - fair.since)  # a horizon after its fair TAT
+        view.fair_set(fair.key, check.client, fair.score, fair.since, until)
     for key in otp_keys:
         view.set_tat(key, max(view.tat(key, now), slot) + check.otp.interval_us, now)
     if wa is not None and check.whatsapp is not None:

@@ -15,6 +15,12 @@ def queue(bucket: str) -> str:
     return f"{bucket}:q"
 
 
+def fair(bucket: str) -> str:
+    """A subaccount bucket's clients (docs/lanes.md, fairness): a ZSET of client name -> its
+    fair-share TAT, beside the bucket, under its hash tag."""
+    return f"{bucket}:c"
+
+
 def cooldown(account: str, subaccount: str) -> str:
     return f"gw:{{{account}}}:cool:{subaccount}"
 

@@ -11,12 +11,23 @@ within the *lead* (it goes at once or nearly); otherwise it takes a ticket in th
 (`SendCheck.claim`, gateway/policy/pacing.py), which must fall within the lead again. So
 the real TAT only ever holds bulk sends about to go, and a priority send waits behind a
 bulk flood at most the lead plus one interval.
+
+Fairness between the clients of one subaccount (`SendCheck.client`): each client keeps a
+fair-share TAT in the subaccount's ZSET (`keys.fair`), booked by its bulk sends at now with
+`k` intervals each, `k` the clients that sent within the last horizon (their fair TAT is
+less than a horizon behind now; itself included): how far ahead of now its sends would
+reach if it were served its 1/k of the rate. Alone (k = 1) a client has bulk's whole
+reach, as without fairness. With others (k >= 2) a client within its share (its fair TAT
+within bulk's reach) may move the queue as far as the horizon, and one past its share only
+to 1/k of bulk's reach: a flood keeps the queue full enough for the bucket to stay busy,
+and leaves the rest of it to the clients within their shares.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from gateway.store import keys
 from gateway.store.base import BucketSpec, Refusal, Rule, SendCheck
@@ -50,6 +61,43 @@ def bulk_reach(spec: BucketSpec, check: SendCheck, now: int) -> int:
     return now + horizon - check.reserve_pm * horizon // 1000
 
 
+class FairView(Protocol):
+    """The clients' fair-share TATs of a subaccount (a ZSET: client name -> TAT); members
+    whose TAT is not after `since` count as gone."""
+
+    def fair_score(self, key: str, member: str, since: int) -> int: ...
+    def fair_count(self, key: str, since: int) -> int: ...
+    def fair_set(self, key: str, member: str, score: int, since: int, until: int) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Fair:
+    """A bulk send's place among its subaccount's clients."""
+
+    key: str  # the subaccount's ZSET of clients
+    score: int  # the client's fair TAT after this send (what is booked)
+    since: int  # members not after this are gone (a horizon before now)
+    limit: int  # the furthest this send may move the subaccount's queue
+
+
+def fair_of(view: FairView, spec: BucketSpec, check: SendCheck, now: int) -> Fair:
+    """The client's fair TAT in the subaccount bucket `spec` after one more bulk send
+    (booked at now with k intervals, no further than the horizon), and how far its queue
+    may go for it: bulk's reach alone; with others, the horizon within its share, 1/k of
+    bulk's reach past it."""
+    key = keys.fair(spec.key)
+    horizon = spec.burst * spec.interval_us + check.max_wait_us
+    since = now - horizon
+    own = view.fair_score(key, check.client, since)
+    k = view.fair_count(key, since) + (0 if own > since else 1)
+    after = max(own, now) + k * spec.interval_us
+    reach = bulk_reach(spec, check, now)
+    limit = reach
+    if k > 1:
+        limit = now + horizon if after <= reach else now + (reach - now) // k
+    return Fair(key, min(after, now + horizon), since, limit)
+
+
 def _earliest(tat: int, spec: BucketSpec, now: int) -> int:
     return max(now, tat + spec.interval_us - spec.burst * spec.interval_us)
 
@@ -62,6 +110,7 @@ class BulkSlot:
     ticket: bool  # only the queues are booked; the real slot is claimed at `at`
     expect: int  # when it should go (the deadline is checked against it)
     refusal: Refusal | None  # a queue moved past bulk's reach
+    fair: Fair | None = None  # the client's fair TAT to book (SendCheck.client)
 
 
 def _live(check: SendCheck, skip: set[str]) -> list[BucketSpec]:
@@ -80,10 +129,13 @@ def bulk_slot(
     slot: int,
     shadowed: list[Rule],
     skip: set[str],
+    view: FairView | None = None,
 ) -> BulkSlot:
     """A bulk send's place in its laned buckets, `slot` being the common slot of the real
     TATs. A laned bucket whose queue it would move past bulk's reach refuses it (shadowed:
-    counted, and the bucket neither refuses nor is booked: added to `skip`)."""
+    counted, and the bucket neither refuses nor is booked: added to `skip`), but the
+    subaccount's, with `view` (the fair TATs) and `check.client`, as far as `fair_of`
+    lets this client move it."""
     live = _live(check, skip)
     expect = slot
     for b in live:
@@ -91,19 +143,22 @@ def bulk_slot(
     lead = lead_us(check, live)
     ticket = bool(live) and expect - now > lead
     at = expect - lead // 2 if ticket else slot  # half the lead: the claim's slack
-    best = None
+    best, fair = None, None
     for b in check.buckets:
         if not laned(b, check) or b.key in skip:
             continue
         after = max(tat(keys.queue(b.key)), at) + b.interval_us
         reach = bulk_reach(b, check, now)
+        if b.rule is Rule.SUBACCOUNT and check.client and view is not None:
+            fair = fair_of(view, b, check, now)
+            reach = fair.limit
         if after > reach:
             if b.rule in check.shadow:
                 shadowed.append(b.rule)
                 skip.add(b.key)
             elif best is None or _RANK[b.rule] < _RANK[best.rule]:
                 best = Refusal(b.rule, after - reach, bucket=b)
-    return BulkSlot(at, ticket, expect, best)
+    return BulkSlot(at, ticket, expect, best, fair)
 
 
 def claim_refusal(

@@ -49,6 +49,8 @@ class MemoryStore:
         self._clock = clock or _now_us
         self._tats: dict[str, tuple[int, int]] = {}  # key -> (TAT, expires at)
         self._cools: dict[str, int] = {}  # key -> expires at
+        # subaccount -> (client -> fair TAT, expires at)
+        self._fairs: dict[str, tuple[dict[str, int], int]] = {}
         self._optouts: dict[str, set[str]] = {}
         self._consents: dict[str, dict[str, ConsentRecord]] = {}
         self._templates: dict[str, dict[str, tuple[TemplateRecord, int]]] = {}
@@ -100,6 +102,25 @@ class MemoryStore:
             return 0
         # Redis reports the cool-down's TTL in whole ms: the same rounding here
         return now + (until - now) // 1000 * 1000 if until else 0
+
+    # --- fairness between a subaccount's clients (gateway/store/lanes.py): a ZSET whose
+    # members go when their fair TAT is past `since`, the key when it expires
+    def fair_score(self, key: str, member: str, since: int) -> int:
+        score = self._fairs.get(key, ({}, 0))[0].get(member, 0)
+        return score if score > since else 0
+
+    def fair_count(self, key: str, since: int) -> int:
+        return sum(1 for v in self._fairs.get(key, ({}, 0))[0].values() if v > since)
+
+    def fair_set(self, key: str, member: str, score: int, since: int, until: int) -> None:
+        members, expires = self._fairs.get(key, ({}, 0))
+        kept = {m: v for m, v in members.items() if v > since}
+        kept[member] = score
+        self._fairs[key] = (kept, max(expires, until))
+
+    def fair_members(self, key: str) -> dict[str, int]:
+        """A subaccount's clients and their fair TATs (tests)."""
+        return dict(self._fairs.get(key, ({}, 0))[0])
 
     # --- WhatsApp's limits (wacheck.TierView): a portfolio's ZSET as member -> score
     def _wa(self) -> _WhatsApp:
@@ -177,6 +198,7 @@ class MemoryStore:
         self._ops = 0
         self._tats = {k: v for k, v in self._tats.items() if v[1] > now}
         self._cools = {k: v for k, v in self._cools.items() if v > now}
+        self._fairs = {k: v for k, v in self._fairs.items() if v[1] > now}
 
     # --- opt-outs
     async def optout_add(self, account: str, msisdn: str) -> bool:

@@ -96,6 +96,7 @@ def scenario(seed: int) -> tuple[list[tuple[str, object]], list[SendCheck]]:
             dry_run=lanes.random() < 0.2,
             whatsapp=whatsapp,
             claim=lanes.random() < 0.15,
+            client=lanes.choice(["", "c1", "c2", "c3"]),  # fairness (docs/lanes.md)
         ))  # fmt: skip
     return setup, checks
 

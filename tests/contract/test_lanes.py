@@ -21,6 +21,7 @@ from gateway.store.base import (
     Store,
     TemplateRecord,
 )
+from gateway.store.memory import MemoryStore
 from gateway.store.redis import RedisStore
 from tests.contract.conftest import ACCOUNT, MS, US, egress_bucket, msg, send, sub_bucket
 
@@ -366,3 +367,97 @@ async def test_dry_run_of_a_ticket_and_a_claim_leaves_every_key_alone(store: Sto
     ds = await store.decide_many([replace(c, dry_run=True) for c in checks])
     assert ds[0].ticket and ds[1].priority
     assert await _every_key(store) == before
+
+
+# --- fairness between the clients of one subaccount (docs/lanes.md)
+
+# burst 1 x 1 s, max_wait 10 s, reserve 20 %: an 11 s horizon, bulk's reach 8.8 s, a 1 s
+# lead (seconds: the calls of one test take no part)
+HORIZON_US = 11 * US
+
+
+def _fair(client: str, sub: str = "acme_main", *messages: MessageCheck) -> SendCheck:
+    check = _laned(*(messages or (msg(Y),)), interval_us=1 * US, burst=1, max_wait_us=10 * US)
+    bucket = sub_bucket(interval_us=1 * US, burst=1, sub=sub)
+    return replace(check, buckets=(bucket,), client=client)
+
+
+async def test_a_lone_client_keeps_the_whole_queue(store: Store):
+    alone = await store.decide_many([_fair("a")] * 12)
+    unfair = await store.decide_many([_fair("", "acme_other")] * 12)
+    assert [d.refusal is None for d in alone] == [d.refusal is None for d in unfair]
+    assert sum(d.refusal is None for d in alone) == 8  # the queue reaches 8 s of 8.8 s
+    assert [d.wait_us for d in alone] == [d.wait_us for d in unfair]
+
+
+async def test_a_flood_from_one_client_does_not_refuse_another(store: Store):
+    a, b = _fair("a"), _fair("b")
+    ds = await store.decide_many([a] * 12 + [b, a, b, b, a])
+    flood, (b1, a1, b2, b3, a2) = ds[:12], ds[12:]
+    assert sum(d.refusal is None for d in flood) == 8  # a alone: the whole of bulk's reach
+    for d in (b1, b2, b3):  # b keeps to its share: past the full queue, to the horizon
+        assert d.refusal is None and d.ticket and d.wait_us <= HORIZON_US
+    for d in (a1, a2):  # a is past its share: refused, as a full queue refuses
+        assert d.refusal is not None and d.refusal.rule is Rule.SUBACCOUNT
+        assert 0 < d.refusal.retry_after_us <= HORIZON_US
+    # held to 1/k of bulk's reach (4.4 s) while b sends: the queue would reach 10 s
+    assert a1.refusal is not None and a1.refusal.retry_after_us == 5_600_000
+    over = (await store.decide(b)).refusal  # the horizon is the bound, share or not
+    assert over is not None and over.rule is Rule.SUBACCOUNT
+
+
+async def test_without_fairness_the_flood_takes_the_queue(store: Store):
+    a, b = _fair(""), _fair("")  # limits.fair_clients = false: no client in the check
+    ds = await store.decide_many([a] * 12 + [b])
+    refusal = ds[-1].refusal
+    assert refusal is not None and refusal.rule is Rule.SUBACCOUNT
+
+
+async def test_fairness_leaves_priority_sends_their_bound(store: Store):
+    await store.decide_many([_fair("a")] * 12 + [_fair("b")] * 3)
+    otp = await store.decide(_fair("b", "acme_main", msg(X, otp=True)))
+    assert otp.refusal is None and otp.priority and not otp.ticket
+    assert otp.wait_us <= 2 * US  # the lead and one interval
+
+
+async def test_a_clients_share_expires_with_the_bucket(store: Store):
+    await store.decide_many([_fair("a")] * 12 + [_fair("b")])
+    key = keys.fair(sub_bucket(interval_us=1 * US, burst=1).key)
+    if isinstance(store, RedisStore):
+        client = store.client
+        members = dict(await client.zrange(key, 0, -1, withscores=True))
+        ttl = await client.pttl(key)
+        assert 0 < ttl <= 2 * HORIZON_US // MS  # a horizon after the fair TAT
+        assert set(members) == {b"a", b"b"}
+    else:
+        assert isinstance(store, MemoryStore)
+        assert set(store.fair_members(key)) == {"a", "b"}
+
+
+async def test_dry_run_of_fair_sends_leaves_every_key_alone(store: Store):
+    if not isinstance(store, RedisStore):
+        return  # the memory twin's overlay is checked above
+    await store.decide_many([_fair("a")] * 12 + [_fair("b")])
+    before = await _every_key(store)
+    assert any(k.endswith(b":c") for k in before)
+    checks = [_fair("b"), _fair("a"), _fair("c")]
+    ds = await store.decide_many([replace(c, dry_run=True) for c in checks])
+    assert ds[0].refusal is None and ds[1].refusal is not None and ds[2].refusal is None
+    assert await _every_key(store) == before
+
+
+async def test_a_client_gone_for_a_horizon_is_pruned_and_not_counted(store: Store):
+    key = keys.fair(sub_bucket(interval_us=1 * US, burst=1).key)
+    if isinstance(store, RedisStore):
+        await store.client.zadd(key, {"gone": 1})  # a fair TAT long past
+    else:
+        assert isinstance(store, MemoryStore)
+        store.fair_set(key, "gone", 1, 0, 2**62)
+    ds = await store.decide_many([_fair("a")] * 12)
+    assert sum(d.refusal is None for d in ds) == 8  # alone: "gone" is not a peer
+    if isinstance(store, RedisStore):
+        members = {m for m, _ in await store.client.zrange(key, 0, -1, withscores=True)}
+        assert members == {b"a"}
+    else:
+        assert isinstance(store, MemoryStore)
+        assert set(store.fair_members(key)) == {"a"}

@@ -76,3 +76,14 @@ def test_a_bad_deadline_header_is_a_request_error(value: str) -> None:
 def test_a_deadline_header_is_whole_ms() -> None:
     assert lanes.header_deadline_ms(" 250 ") == 250
     assert lanes.header_deadline_ms(None) is None
+
+
+def test_fair_clients_is_on_by_default_and_names_the_client(tmp_path: Path) -> None:
+    route = match("POST", "/chatapps/api/v1/subaccounts/acme_main/messages")
+    assert route is not None
+    plan = LimitPlan(load(None, {}))
+    assert plan.check(route, (), None, client="orders").client == "orders"
+    off = LimitPlan(_load(tmp_path, "[limits]\nfair_clients = false\n"))  # type: ignore[arg-type]
+    assert off.check(route, (), None, client="orders").client == ""
+    problems = _problems(tmp_path, '[limits]\nfair_clients = "yes"\n')
+    assert any(p.startswith("limits.fair_clients") for p in problems), problems
