@@ -22,6 +22,9 @@ STAGES = [
     ("policy (auth, limit plan, lanes, pacing)", r"gateway/policy/|gateway/clients\.py"),
     ("body read + parse (messages, orjson)", r"gateway/messages\.py|gateway/bodies\.py"),
     ("forward (gateway/upstream + aiohttp client)", r"gateway/upstream\.py|aiohttp/client|aiohttp/connector|aiohttp/streams"),
+    # the process's outermost frames (the loop running): time in uvloop itself, as the
+    # bare proxy's own outer frames (bench/bare_proxy.py) count under OTHER
+    ("event loop, asyncio, other", r"gateway/(server|cli|__main__)\.py|<frozen runpy>"),
     ("handlers, routing, middleware (gateway)", r"gateway/"),
     ("aiohttp server (protocol, request, response)", r"aiohttp/"),
 ]  # fmt: skip
