@@ -172,6 +172,8 @@ def metric_delta(m0: dict[str, float], m1: dict[str, float]) -> dict[str, float]
             add("fallback_batches", diff)
         elif key.startswith("gateway_upstream_answers_total{") and 'status="429"' in key:
             add("upstream_429", diff)
+        elif key.startswith("gateway_late_rebooks_total{"):
+            add("late_rebooks", diff)  # a second decision for a send come round to late
     return out
 
 
