@@ -32,7 +32,7 @@ from gateway.configschema import Config, LimitsConfig, PolicyConfig
 from gateway.policy import pacing
 from gateway.policy.decider import Decider
 from gateway.policy.limits import LimitPlan
-from gateway.routes import match
+from gateway.routes import Route, match
 from gateway.store.base import BULK, PRIORITY, Decision, MessageCheck, Store, TemplateRecord
 from gateway.store.redis import RedisStore
 from tests.support.redisproc import RedisServer
@@ -49,22 +49,60 @@ def _pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+async def prepare(store: Store, limits: LimitsConfig) -> tuple[LimitPlan, Route, Decider]:
+    """The plan, route and decider a lanes run decides with; the MARKETING template stored."""
+    plan = LimitPlan(Config(limits=limits, policy=PolicyConfig(opt_in="off")))
+    route = match("POST", PATH)
+    assert route is not None
+    await store.template_put("acme", TemplateRecord("promo", "en", "APPROVED", "MARKETING",
+                                                    None, NOW))  # fmt: skip
+    return plan, route, Decider(store, timeout_s=1.0)
+
+
+async def paced(
+    decider: Decider, plan: LimitPlan, route: Route, m: MessageCheck, clock: pacing.SlotClock,
+    client: str = "",
+) -> tuple[Decision, int, bool, Decision]:  # fmt: skip
+    """A send decided and paced as the proxy paces it: (the decision it went on, or its
+    refusal; the wait it added, µs on the store's clock, 0 when refused; whether it was
+    refused after waiting: its claim or a fresh slot; its first decision)."""
+    first = await decider.decide(plan.check(route, (m,), None, client=client))
+    if first.refusal is not None:
+        return first, 0, False, first
+    lane = PRIORITY if first.priority else BULK
+    went = await pacing.until_slot(
+        first, decider, lambda: plan.check(route, (), None, lane=lane, client=client), clock
+    )
+    if went.refusal is not None:
+        return went, 0, True, first
+    return went, went.slot_us - (first.slot_us - first.wait_us), False, first
+
+
+async def poisson(
+    rng: random.Random, rate: float, duration_s: float, spawn: Any, tasks: list[Any]
+) -> None:
+    """Start `spawn(n)` as a task at Poisson arrivals of `rate` a second for `duration_s`."""
+    start = time.monotonic()
+    at, n = 0.0, 0
+    while True:
+        at += rng.expovariate(rate)
+        if at >= duration_s:
+            return
+        delay = start + at - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(spawn(n)))
+        n += 1
+
+
 async def run_once(
     store: Store, share: float, rps: int, flood: float, otp_rate: float, duration_s: float,
     max_wait_ms: int, seed: int,
 ) -> dict[str, Any]:  # fmt: skip
     """One run: MARKETING at `flood` x `rps`, OTP at `otp_rate`, for `duration_s`."""
-    cfg = Config(
-        limits=LimitsConfig(subaccount_rps=rps, subaccount_burst=max(1, rps // 50),
-                            reserved_share=share, max_wait_ms=max_wait_ms),
-        policy=PolicyConfig(opt_in="off"),
-    )  # fmt: skip
-    plan = LimitPlan(cfg)
-    route = match("POST", PATH)
-    assert route is not None
-    await store.template_put("acme", TemplateRecord("promo", "en", "APPROVED", "MARKETING",
-                                                    None, NOW))  # fmt: skip
-    decider = Decider(store, timeout_s=1.0)
+    limits = LimitsConfig(subaccount_rps=rps, subaccount_burst=max(1, rps // 50),
+                          reserved_share=share, max_wait_ms=max_wait_ms)  # fmt: skip
+    plan, route, decider = await prepare(store, limits)
     clock = pacing.SlotClock()
     rng = random.Random(seed)
     # per send: the decision it went on (or its refusal), its added wait (µs, store clock)
@@ -76,33 +114,14 @@ async def run_once(
     async def one(kind: str, n: int) -> None:
         number = f"+65{(8 if kind == 'otp' else 9)}{seed:02d}{n:05d}"
         m = MessageCheck(number, otp=True) if kind == "otp" else MessageCheck(number, "promo:en")
-        first = await decider.decide(plan.check(route, (m,), None))
-        if first.refusal is not None:
-            results[kind].append((first, 0))
-            return
-        lane = PRIORITY if first.priority else BULK
-        went = await pacing.until_slot(
-            first, decider, lambda: plan.check(route, (), None, lane=lane), clock
-        )
-        if went.refusal is not None:  # refused after waiting: its claim (or a fresh slot)
-            late[kind] += 1
-            results[kind].append((went, 0))
-            return
-        booked[kind].append(first.wait_us / 1000)
-        results[kind].append((went, went.slot_us - (first.slot_us - first.wait_us)))
+        went, waited, refused_late, first = await paced(decider, plan, route, m, clock)
+        results[kind].append((went, waited))
+        late[kind] += refused_late
+        if went.refusal is None:
+            booked[kind].append(first.wait_us / 1000)
 
-    async def arrivals(kind: str, rate: float) -> None:
-        start = time.monotonic()
-        at, n = 0.0, 0
-        while True:
-            at += rng.expovariate(rate)
-            if at >= duration_s:
-                return
-            delay = start + at - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(one(kind, n)))
-            n += 1
+    def arrivals(kind: str, rate: float) -> Any:
+        return poisson(rng, rate, duration_s, lambda n: one(kind, n), tasks)
 
     started = time.monotonic()
     await asyncio.gather(arrivals("marketing", flood * rps), arrivals("otp", otp_rate))
@@ -176,22 +195,32 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         return await against(server.url, args)
 
 
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m bench.lanes", description=__doc__)
+def parser(prog: str, doc: str | None, flood_help: str) -> argparse.ArgumentParser:
+    """The options bench/lanes.py and bench/lanes_fair.py share."""
+    p = argparse.ArgumentParser(prog=prog, description=doc)
     p.add_argument("--rps", type=int, default=200, help="the subaccount's rps")
-    p.add_argument("--flood", type=float, default=2.0, help="MARKETING offered, x rps")
+    p.add_argument("--flood", type=float, default=2.0, help=flood_help)
     p.add_argument("--otp-rate", type=float, default=20.0, help="OTP sends per second")
     p.add_argument("--duration", type=float, default=10.0, help="seconds per run")
     p.add_argument("--max-wait-ms", type=int, default=100)
-    p.add_argument("--shares", type=float, nargs="+", default=[0.0, 0.2, 0.5])
     p.add_argument("--out", default="bench/out/lanes")
-    args = p.parse_args(argv)
-    result = asyncio.run(main_async(args))
-    out = Path(args.out)
+    return p
+
+
+def write(out_dir: str, name: str, result: dict[str, Any], draw: Any) -> None:
+    """`<name>.json` and `<name>.png` (drawn by `draw(result, path)`) into `out_dir`."""
+    out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "lanes.json").write_text(json.dumps(result, indent=1))
-    charts.lanes(result, out / "lanes.png")
-    print(f"wrote {out / 'lanes.json'} and {out / 'lanes.png'}")
+    (out / f"{name}.json").write_text(json.dumps(result, indent=1))
+    draw(result, out / f"{name}.png")
+    print(f"wrote {out / f'{name}.json'} and {out / f'{name}.png'}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = parser("python -m bench.lanes", __doc__, "MARKETING offered, x rps")
+    p.add_argument("--shares", type=float, nargs="+", default=[0.0, 0.2, 0.5])
+    args = p.parse_args(argv)
+    write(args.out, "lanes", asyncio.run(main_async(args)), charts.lanes)
 
 
 if __name__ == "__main__":

@@ -18,19 +18,15 @@ import asyncio
 import json
 import random
 import time
-from pathlib import Path
 from typing import Any
 
 from redis.asyncio import Redis
 
 from bench import charts
-from bench.lanes import NOW, PATH, SUB, _pct, overshoot
-from gateway.configschema import Config, LimitsConfig, PolicyConfig
+from bench.lanes import SUB, _pct, overshoot, paced, parser, poisson, prepare, write
+from gateway.configschema import LimitsConfig
 from gateway.policy import pacing
-from gateway.policy.decider import Decider
-from gateway.policy.limits import LimitPlan
-from gateway.routes import match
-from gateway.store.base import BULK, PRIORITY, Decision, MessageCheck, Store, TemplateRecord
+from gateway.store.base import Decision, MessageCheck, Store
 from gateway.store.redis import RedisStore
 from tests.support.redisproc import RedisServer
 
@@ -42,18 +38,10 @@ async def run_once(store: Store, fair: bool, args: argparse.Namespace, seed: int
     """One run: client "flood" at args.flood x rps, "steady" at args.steady x rps, both
     MARKETING, and OTPs (client "steady") at args.otp_rate, for args.duration."""
     rps = args.rps
-    cfg = Config(
-        limits=LimitsConfig(subaccount_rps=rps, subaccount_burst=max(1, rps // 50),
-                            reserved_share=args.share, max_wait_ms=args.max_wait_ms,
-                            fair_clients=fair),
-        policy=PolicyConfig(opt_in="off"),
-    )  # fmt: skip
-    plan = LimitPlan(cfg)
-    route = match("POST", PATH)
-    assert route is not None
-    await store.template_put("acme", TemplateRecord("promo", "en", "APPROVED", "MARKETING",
-                                                    None, NOW))  # fmt: skip
-    decider = Decider(store, timeout_s=1.0)
+    limits = LimitsConfig(subaccount_rps=rps, subaccount_burst=max(1, rps // 50),
+                          reserved_share=args.share, max_wait_ms=args.max_wait_ms,
+                          fair_clients=fair)  # fmt: skip
+    plan, route, decider = await prepare(store, limits)
     clock = pacing.SlotClock()
     rng = random.Random(seed)
     results: dict[str, list[tuple[Decision, int]]] = {k: [] for k in KINDS}
@@ -64,32 +52,12 @@ async def run_once(store: Store, fair: bool, args: argparse.Namespace, seed: int
         client = "flood" if kind == "flood" else "steady"
         number = f"+65{KINDS.index(kind) + 7}{seed:02d}{n:05d}"
         m = MessageCheck(number, otp=True) if kind == "otp" else MessageCheck(number, "promo:en")
-        first = await decider.decide(plan.check(route, (m,), None, client=client))
-        if first.refusal is not None:
-            results[kind].append((first, 0))
-            return
-        lane = PRIORITY if first.priority else BULK
-        went = await pacing.until_slot(
-            first, decider, lambda: plan.check(route, (), None, lane=lane, client=client), clock
-        )
-        if went.refusal is not None:  # refused after waiting: its claim (or a fresh slot)
-            late[kind] += 1
-            results[kind].append((went, 0))
-            return
-        results[kind].append((went, went.slot_us - (first.slot_us - first.wait_us)))
+        went, waited, refused_late, _ = await paced(decider, plan, route, m, clock, client)
+        results[kind].append((went, waited))
+        late[kind] += refused_late
 
-    async def arrivals(kind: str, rate: float) -> None:
-        start = time.monotonic()
-        at, n = 0.0, 0
-        while True:
-            at += rng.expovariate(rate)
-            if at >= args.duration:
-                return
-            delay = start + at - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(one(kind, n)))
-            n += 1
+    def arrivals(kind: str, rate: float) -> Any:
+        return poisson(rng, rate, args.duration, lambda n: one(kind, n), tasks)
 
     started = time.monotonic()
     await asyncio.gather(arrivals("flood", args.flood * rps),
@@ -143,22 +111,11 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m bench.lanes_fair", description=__doc__)
-    p.add_argument("--rps", type=int, default=200, help="the subaccount's rps")
-    p.add_argument("--flood", type=float, default=2.0, help="the flooding client, x rps")
+    p = parser("python -m bench.lanes_fair", __doc__, "the flooding client, x rps")
     p.add_argument("--steady", type=float, default=0.3, help="the steady client, x rps")
-    p.add_argument("--otp-rate", type=float, default=20.0, help="OTP sends per second")
     p.add_argument("--share", type=float, default=0.2, help="limits.reserved_share")
-    p.add_argument("--duration", type=float, default=10.0, help="seconds per run")
-    p.add_argument("--max-wait-ms", type=int, default=100)
-    p.add_argument("--out", default="bench/out/lanes")
     args = p.parse_args(argv)
-    result = asyncio.run(main_async(args))
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "fair.json").write_text(json.dumps(result, indent=1))
-    charts.lanes_fair(result, out / "fair.png")
-    print(f"wrote {out / 'fair.json'} and {out / 'fair.png'}")
+    write(args.out, "fair", asyncio.run(main_async(args)), charts.lanes_fair)
 
 
 if __name__ == "__main__":
