@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
-from typing import Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from aiohttp import web
 
@@ -62,10 +62,11 @@ class QueueWorker(Generic[Item]):
             return
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._queue.join(), drain_s)
+        in_flight = self._current  # read before the cancel: _run's finally clears it
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
-        left = [self._current] if self._current is not None else []
+        left = [in_flight] if in_flight is not None else []
         while not self._queue.empty():
             left.append(self._queue.get_nowait())
         for item in left:
@@ -88,12 +89,16 @@ class QueueWorker(Generic[Item]):
             try:
                 await self.work(item)
             except Exception:  # a store failure or a bug must not stop the worker
-                self.state.log.exception(self.CRASHED)
+                self.state.log.exception(self.CRASHED, **self.fields(item))
             finally:
                 self._current = None
                 self._queue.task_done()
 
     async def work(self, item: Item) -> None:
+        raise NotImplementedError
+
+    def fields(self, item: Item) -> dict[str, Any]:
+        """An item's fields in log lines (numbers are masked by the logger)."""
         raise NotImplementedError
 
     def _count(self, effect: str) -> None:

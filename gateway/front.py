@@ -50,7 +50,9 @@ class Front:
         assert isinstance(request, web.Request)
         path = request.rel_url.raw_path
         first = path[1:].partition("/")[0]
-        if first in self._own or hdrs.EXPECT in request.headers:
+        if first in self._own or "%" in first or hdrs.EXPECT in request.headers:
+            # an own endpoint, one spelled with escapes (the router decodes them), or a
+            # request that expects 100-continue: the application, as before
             return await self._fallback(request)
         request._match_info = self._match  # what the router would have resolved
         return await observe(request, proxy.handle)

@@ -20,14 +20,19 @@ from gateway.config import Config
 from gateway.routes import Kind, Route
 
 FLAG = "includeMessagesInResponse"
+_FLAG_LOWER = FLAG.lower()
 
 
 def wanted(cfg: Config, route: Route, body: Any, raw: bytes) -> bool:
     """Whether to ask 8x8 for this send's list of messages on the caller's behalf."""
     if route.product != "sms" or route.kind is not Kind.BATCH or not isinstance(body, dict):
         return False
-    if body.get(FLAG) is True:
-        return False  # the caller asked for it: nothing to hide
+    if body.get(FLAG, False) is not False or any(
+        k.lower() == _FLAG_LOWER and k != FLAG for k in body
+    ):
+        # the caller asked for it (or wrote the flag in a way only 8x8 can judge): the
+        # batch goes as written and its answer comes back whole
+        return False
     return cfg.pii.retain_days > 0 or b'"scheduled"' in raw
 
 

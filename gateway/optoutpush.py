@@ -17,6 +17,7 @@ left is logged (masked) so ops can push it by hand.
 from __future__ import annotations
 
 import random
+from typing import Any
 from urllib.parse import quote
 
 from aiohttp import web
@@ -57,14 +58,14 @@ class OptoutPusher(QueueWorker[Item]):
     async def work(self, item: Item) -> None:
         await self._deliver(*item)
 
+    def fields(self, item: Item) -> dict[str, Any]:
+        return {"account": item[0], "msisdn": item[1]}
+
     def _log_left(self, effect: str, item: Item) -> None:
-        account, msisdn = item
         if effect == "dropped":
-            self.state.log.error(
-                "optout.push_dropped", account=account, msisdn=msisdn, reason="queue full"
-            )
+            self.state.log.error("optout.push_dropped", **self.fields(item), reason="queue full")
         else:
-            self.state.log.error("optout.push_abandoned", account=account, msisdn=msisdn)
+            self.state.log.error("optout.push_abandoned", **self.fields(item))
 
     async def _deliver(self, account: str, msisdn: str) -> None:
         for attempt in range(1, self.max_attempts + 1):

@@ -214,19 +214,20 @@ async def _forward(
             return answers.all_dropped(parsed, decision.dropped, otp_s)
         body = messages.without(parsed, {index for index, _, _ in gone})
         report = answers.rejected(parsed, decision.dropped)
+    hidden = listing.wanted(state.config, route, parsed.body, body)
+    if hidden:  # 8x8 lists the batch's umids for the gateway; the caller's answer hides them
+        body = listing.ask(body)  # before the slot: the send leaves when its slot comes
     late = await _at_slot(request, state, route, decision, due)
     if late is not None:
         return late
-    hidden = listing.wanted(state.config, route, parsed.body, body)
-    if hidden:  # 8x8 lists the batch's umids for the gateway; the caller's answer hides them
-        body = listing.ask(body)
     path_qs = _path_qs(request, route)
     headers = state.upstream.request_headers(request.headers, info.get("request_id"))
     try:
         answer = await state.upstream.forward(route.product, path_qs, request.method, body, headers)
         if answer.status == 429:
+            lane = PRIORITY if decision.priority else BULK
             answer = await _after_upstream_429(
-                state, route, path_qs, request, body, headers, answer
+                state, route, path_qs, request, body, headers, answer, lane
             )
     except UpstreamFailure as exc:
         info["decision"] = exc.code
@@ -250,24 +251,27 @@ async def _after_upstream_429(
     body: bytes | None,
     headers: dict[str, str],
     answer: Answer,
+    lane: int = BULK,
 ) -> Answer:
     """8x8 said 429: cool the subaccount down fleet-wide, and retry once if the cool-down
-    ends within max_wait_ms (after booking a fresh slot), else pass 8x8's 429 on."""
+    ends within max_wait_ms (after booking a fresh slot in the send's own lane), else pass
+    8x8's 429 on."""
     retry_s = await _cool_down(state, route, answer.headers.get("Retry-After"))
     if retry_s * 1000 > state.config.limits.max_wait_ms:
         return answer
     await asyncio.sleep(retry_s)
-    check = state.plan.check(route, (), None)
+
+    def capacity() -> SendCheck:
+        return state.plan.check(route, (), None, lane=lane)
+
     try:
-        decision = await state.decider.decide(check)
+        decision = await state.decider.decide(capacity())
     except StoreUnavailable:
         return answer
     if decision.refusal is not None:
         return answer
     try:
-        decision = await pacing.until_slot(
-            decision, state.decider, lambda: state.plan.check(route, (), None), state.slot_clock
-        )
+        decision = await pacing.until_slot(decision, state.decider, capacity, state.slot_clock)
     except StoreUnavailable:
         return answer
     if decision.refusal is not None:
@@ -299,11 +303,12 @@ async def _at_slot(
         request[LOG]["waited_ms"] = decision.wait_us // 1000
         state.metrics.shaped_seconds.observe(decision.wait_us / 1e6)
     lane = PRIORITY if decision.priority else BULK
-    client = request[LOG].get("client") or ""
 
     def capacity() -> SendCheck:
+        # no client: a fresh slot or a claim is the same send, already counted in its
+        # client's fair share (docs/lanes.md)
         left = max(1, round((due - time.monotonic()) * 1e6)) if due else 0
-        return state.plan.check(route, (), None, (left, left), lane, client=client)
+        return state.plan.check(route, (), None, (left, left), lane)
 
     try:
         decision = await pacing.until_slot(

@@ -207,11 +207,16 @@ class Canceller(QueueWorker[Job]):
             for entry in await self.state.store.scheduled_list(account, identity):
                 await self._cancel(account, identity, entry)
 
+    def fields(self, item: Job) -> dict[str, Any]:
+        return {"account": item[0]}
+
     def _log_left(self, effect: str, item: Job) -> None:
         if effect == "dropped":
-            self.state.log.error("scheduled.cancel_dropped", account=item[0], reason="queue full")
+            self.state.log.error(
+                "scheduled.cancel_dropped", **self.fields(item), reason="queue full"
+            )
         else:
-            self.state.log.error("scheduled.cancel_abandoned", account=item[0])
+            self.state.log.error("scheduled.cancel_abandoned", **self.fields(item))
 
     async def _cancel(self, account: str, identity: str, item: str) -> None:
         try:

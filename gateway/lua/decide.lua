@@ -223,7 +223,7 @@ end
 -- the lead before its queue's slot), whether that is a ticket, the slot it is expected at,
 -- and the rule, retry_after, bucket index of a refusal by a queue it would move past
 -- bulk's reach (the horizon less the reserved share) (99: none).
-local function bulk_slot(c, bks, s, skip)
+local function bulk_slot(c, bks, s, skip, floor)
   local lead = lead_of(c, bks, skip)
   local expect = s
   local nb = #bks / 5
@@ -239,7 +239,9 @@ local function bulk_slot(c, bks, s, skip)
   end
   local ticket = lead ~= nil and expect - now > lead
   local at = s
-  if ticket then at = expect - math.floor(lead / 2) end -- half the lead: the claim's slack
+  -- half the lead: the claim's slack; never before `floor`, the slot of a bucket the claim
+  -- does not see again (the WhatsApp sender's)
+  if ticket then at = math.max(expect - math.floor(lead / 2), floor) end
   local best, retry, ref = 99, 0, 0
   for j = 0, nb - 1 do
     local o = j * 5
@@ -504,7 +506,7 @@ local function decide(c)
       if over and rule < best then best, retry, ref = rule, r_retry, j end
     end
   end
-  local w, wa_cost = c[20], 0
+  local w, wa_cost, sfloor = c[20], 0, 0
   if w and w ~= 0 then -- WHATSAPP: the sender number's bucket, shapeable like capacity
     local sb
     sb, wa_cost = wa_sender_slot(w, nmsg - #dropped / 2)
@@ -517,6 +519,7 @@ local function decide(c)
         end
       else
         if sb > s then s, sref = sb, -2 end
+        sfloor = sb
         if best == 99 and late then best, retry, ref = 9, math.max(1, sb - now - max_wait), -2 end
       end
     end
@@ -538,7 +541,7 @@ local function decide(c)
     if c[22] == 1 then
       r, rr, rf = claim_refusal(c, bks, s, sref, skip)
     elseif not prio then
-      at, tick, expect, r, rr, rf = bulk_slot(c, bks, s, skip)
+      at, tick, expect, r, rr, rf = bulk_slot(c, bks, s, skip, sfloor)
     end
     if r < best then best, retry, ref = r, rr, rf end
   end

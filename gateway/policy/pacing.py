@@ -8,10 +8,10 @@ then, so what 8x8 sees in any one-second window stays within the limit whatever 
 forwarding delay. The late slot stays spent: that costs goodput only when sends are late.
 
 The sleep runs to the slot on this host's clock, not for `wait_us` after the reply came:
-a reply that took long does not delay the send further. A late send is booked afresh,
-unless its slot was free at once and left every capacity bucket tokens to spare: then its
-only lateness is the busy loop's, which a fresh booking would repeat, and it goes (see
-`until_slot`; a fresh slot goes on the same terms). A bulk send that got a ticket in its
+a reply that took long does not delay the send further. A late send is booked afresh
+(`gateway_late_rebooks_total` counts it); a fresh slot that was free at once and left
+tokens to spare then goes even when the busy loop delivers it a little late too (see
+`until_slot`). A bulk send that got a ticket in its
 laned buckets' queue (`Decision.ticket`, docs/lanes.md) claims its real slot at the
 ticket's instant with the same `capacity` check, marked `claim`, and goes at that slot. The slot is on the store's clock
 (Redis `TIME`); `SlotClock` maps it onto this host's by the smallest offset seen lately
@@ -93,11 +93,12 @@ async def until_slot(
             continue
         if -left <= LATE_S:
             return decision
-        if not decision.wait_us and spare(decision, fresh=fresh):
-            # a slot booked at once, with tokens to spare: its only lateness is the reply's
-            # trip back through this (busy) loop, which another booking would repeat; it
-            # goes (re-booking would cost a round trip, and again would refuse sends far
-            # under the limit)
+        if fresh and not decision.wait_us and not at_edge(decision):
+            # a fresh slot booked at once, with tokens to spare: its only lateness is the
+            # reply's trip back through this (busy) loop, which another booking would
+            # repeat; it goes (re-booking again would refuse sends far under the limit).
+            # A first slot is always booked afresh when late: its lateness may be a stall
+            # during which the rest of the fleet filled the bucket.
             return decision
         if rebooks == REBOOKS:
             break
@@ -120,15 +121,6 @@ CAPACITY = frozenset({Rule.SUBACCOUNT, Rule.EGRESS_IP})
 def at_edge(decision: Decision) -> bool:
     """Whether the booking took a capacity bucket's last token."""
     return any(n <= 0 for rule, n in decision.remaining if rule in CAPACITY)
-
-
-def spare(decision: Decision, *, fresh: bool) -> bool:
-    """Whether the booking left every capacity bucket a token to spare. A first decision
-    must say so (a store that reports no capacity buckets re-books); a fresh one only must
-    not have taken a last token."""
-    if not fresh and not any(rule in CAPACITY for rule, _ in decision.remaining):
-        return False
-    return not at_edge(decision)
 
 
 def replace_capacity(first: Decision, fresh: Decision) -> Decision:

@@ -217,7 +217,7 @@ def _bucket_refusal(
             slot, slot_spec = sb, spec
         if over is not None and (best is None or RANK[spec.rule] < RANK[best.rule]):
             best = over
-    cost = 0
+    cost, sender_floor = 0, 0
     w = check.whatsapp
     if w is not None and w.sender is not None:  # the sender number's bucket, shapeable
         sb_or_none, cost = wacheck.sender_slot(view, w, forwarded, now)
@@ -230,6 +230,7 @@ def _bucket_refusal(
             else:
                 if sb_or_none > slot:
                     slot, slot_spec = sb_or_none, w.sender
+                sender_floor = sb_or_none
                 if best is None and late:
                     wait = max(1, sb_or_none - now - check.max_wait_us)
                     best = Refusal(Rule.SENDER, wait, bucket=w.sender)
@@ -250,7 +251,14 @@ def _bucket_refusal(
             over = lanes.claim_refusal(check, now, slot, slot_spec, skip)
         elif not priority:
             bulk = lanes.bulk_slot(
-                lambda k: view.tat(k, now), check, now, slot, shadowed, skip, view
+                lambda k: view.tat(k, now),
+                check,
+                now,
+                slot,
+                shadowed,
+                skip,
+                view,
+                sender_floor,
             )
             at, ticket, expect, over = bulk.at, bulk.ticket, bulk.expect, bulk.refusal
             fair = bulk.fair

@@ -130,19 +130,22 @@ def bulk_slot(
     shadowed: list[Rule],
     skip: set[str],
     view: FairView | None = None,
+    floor: int = 0,
 ) -> BulkSlot:
     """A bulk send's place in its laned buckets, `slot` being the common slot of the real
     TATs. A laned bucket whose queue it would move past bulk's reach refuses it (shadowed:
     counted, and the bucket neither refuses nor is booked: added to `skip`), but the
     subaccount's, with `view` (the fair TATs) and `check.client`, as far as `fair_of`
-    lets this client move it."""
+    lets this client move it. A ticket is never before `floor`."""
     live = _live(check, skip)
     expect = slot
     for b in live:
         expect = max(expect, _earliest(tat(keys.queue(b.key)), b, now))
     lead = lead_us(check, live)
     ticket = bool(live) and expect - now > lead
-    at = expect - lead // 2 if ticket else slot  # half the lead: the claim's slack
+    # half the lead: the claim's slack; never before `floor`, the slot of a bucket the
+    # claim does not see again (the WhatsApp sender's)
+    at = max(expect - lead // 2, floor) if ticket else slot
     best, fair = None, None
     for b in check.buckets:
         if not laned(b, check) or b.key in skip:

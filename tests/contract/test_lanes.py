@@ -461,3 +461,22 @@ async def test_a_client_gone_for_a_horizon_is_pruned_and_not_counted(store: Stor
     else:
         assert isinstance(store, MemoryStore)
         assert set(store.fair_members(key)) == {"a"}
+
+
+async def test_a_ticket_never_comes_before_the_whatsapp_senders_slot(store: Store):
+    """The claim does not see the sender bucket again (it has no messages), so a ticket is
+    set no earlier than the sender's slot: the send never leaves before the sender would
+    admit it."""
+    from tests.contract.test_whatsapp import sender_bucket, wsend
+
+    sender = sender_bucket(interval_us=2 * US, burst=1)
+    sub = sub_bucket(interval_us=1 * US, burst=1)  # lead: min(1 s, 20 % of 11 s) = 1 s
+
+    def one(number: str) -> SendCheck:
+        check = wsend(number, sender=sender, tier=0, pair_burst=10, max_wait_us=10 * US)
+        return replace(check, buckets=(sub,), reserve_pm=200)
+
+    first, second = await store.decide_many([one(X), one(Y)])
+    assert first.refusal is None and first.wait_us == 0
+    # the subaccount alone would ticket it at 1.5 s; the sender's slot is 2 s away
+    assert second.refusal is None and second.ticket and second.wait_us == 2 * US

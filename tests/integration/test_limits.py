@@ -250,6 +250,7 @@ async def test_a_single_send_is_one_redis_round_trip(
 ) -> None:
     gw = start_gateway(redis={"url": redis_server.url})
     assert (await call(gw.url, SEND))[0] == 200  # connections open, scripts loaded
+    rebooked_before = await late_rebooks(gw.url)
 
     import redis as redis_sync
 
@@ -271,4 +272,16 @@ async def test_a_single_send_is_one_redis_round_trip(
     # what the worker's background readers may send meanwhile (compliance copy refresh and
     # stream tail, bucket-fill metrics): reads on their own connections, not the send's
     background = {"HSCAN", "SSCAN", "SCAN", "XRANGE", "XREAD", "TIME", "GET", "PING"}
-    assert [c for c in seen if c not in background] == ["EVALSHA"], seen
+    # a send this (busy, shared) machine's loop came round to more than 3 ms after its slot
+    # books a fresh one (gateway/policy/pacing.py), and says so on /metrics
+    rebooks = await late_rebooks(gw.url) - rebooked_before
+    assert [c for c in seen if c not in background] == ["EVALSHA"] * (1 + rebooks), seen
+
+
+async def late_rebooks(url: str) -> int:
+    _, _, metrics = await call(url, "/metrics", None, method="GET")
+    return sum(
+        int(float(line.rsplit(" ", 1)[1]))
+        for line in metrics.decode().splitlines()
+        if line.startswith("gateway_late_rebooks_total{")
+    )

@@ -194,14 +194,15 @@ async def test_a_late_send_whose_fresh_slot_has_room_goes_even_if_the_loop_is_la
     assert rebook.calls == 1 and went.refusal is None and went.remaining == spare
 
 
-async def test_a_send_booked_at_once_with_tokens_to_spare_goes_late_without_a_fresh_slot() -> None:
-    """The loop came round to it late, but the booking waited for nothing and left every
-    capacity bucket tokens: another booking would only repeat the loop's delay."""
-    rebook = Rebook(Decision())
+async def test_a_late_first_slot_is_booked_afresh_even_with_tokens_to_spare() -> None:
+    """Its lateness may be a stall (a GC pause, a busy loop) during which the rest of the
+    fleet filled the bucket: only a fresh booking tells."""
+    fresh = Decision(slot_us=time.time_ns() // 1000, remaining=((Rule.SUBACCOUNT, 5),))
+    rebook = Rebook(fresh)
     spare = ((Rule.SUBACCOUNT, 20), (Rule.EGRESS_IP, 40))
     late = Decision(slot_us=time.time_ns() // 1000 - 50_000, remaining=spare)
-    assert await pacing.until_slot(late, rebook, rebook.check, in_step()) is late
-    assert rebook.calls == 0
+    went = await pacing.until_slot(late, rebook, rebook.check, in_step())
+    assert rebook.calls == 1 and went.slot_us == fresh.slot_us
 
 
 @pytest.mark.parametrize(

@@ -85,3 +85,13 @@ def test_the_own_segments_are_the_applications_resources() -> None:
     front = Front(served, fallback)
     assert {"healthz", "readyz", "metrics", "admin", "webhooks"} <= front._own
     assert not front._own & {"chatapps", "sms", "verify", "contacts"}
+
+
+async def test_an_own_endpoint_spelled_with_escapes_goes_through_the_application() -> None:
+    """The router decodes the path before matching: `/%68ealthz` is `/healthz` there."""
+    served = app()
+    seen = count_resolves(served)
+    async with TestClient(FrontServer(served)) as client:
+        resp = await client.get("/%68ealthz")
+        assert resp.status == 200
+        assert seen == ["/healthz"]
