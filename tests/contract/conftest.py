@@ -72,6 +72,21 @@ async def sentinel_store(setup: SentinelSetup) -> RedisStore:
     return RedisStore(client, also_close=(sentinel,))
 
 
+async def fresh_client(request: pytest.FixtureRequest, kind: str) -> Redis | RedisCluster:
+    """An empty Redis of `kind` ("fakeredis", "cluster" or "redis") for a store-contract
+    fixture: a new fakeredis server, or the session's Cluster or redis-server flushed."""
+    if kind == "fakeredis":
+        return fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer())
+    if kind == "cluster":
+        cluster = RedisCluster.from_url(request.getfixturevalue("redis_cluster").url)
+        await cluster.flushall(target_nodes=RedisCluster.PRIMARIES)
+        return cluster
+    server: RedisServer = request.getfixturevalue("redis_server")
+    client = Redis.from_url(server.url)
+    await client.flushall()
+    return client
+
+
 @pytest.fixture(
     params=[
         "memory",
@@ -85,17 +100,10 @@ async def store(request: pytest.FixtureRequest) -> AsyncIterator[Store]:
     made: Store
     if request.param == "memory":
         made = MemoryStore()
-    elif request.param == "fakeredis":
-        made = RedisStore(fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer()))
-    elif request.param == "cluster":
-        made = await cluster_store(request.getfixturevalue("redis_cluster"))
     elif request.param == "sentinel":
         made = await sentinel_store(request.getfixturevalue("redis_sentinel"))
     else:
-        server: RedisServer = request.getfixturevalue("redis_server")
-        client = Redis.from_url(server.url)
-        await client.flushall()
-        made = RedisStore(client)
+        made = RedisStore(await fresh_client(request, request.param))
     yield made
     await made.close()
 

@@ -6,13 +6,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
-import fakeredis
 import pytest
-from redis.asyncio import Redis, RedisCluster
 
 from gateway.store.idempotency import Keeper, Key, MemoryKeeper, RedisKeeper, State
-from tests.support.clusterproc import RedisCluster as ClusterProcess
-from tests.support.redisproc import RedisServer
+from tests.contract.conftest import fresh_client
 
 KEY = Key("gw:idem:" + "ab" * 32, "f" * 64)
 OTHER_BODY = Key(KEY.id, "e" * 64)
@@ -26,17 +23,7 @@ async def keeper(request: pytest.FixtureRequest) -> AsyncIterator[Keeper]:
     if request.param == "memory":
         yield MemoryKeeper()
         return
-    client: Redis | RedisCluster
-    if request.param == "fakeredis":
-        client = fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer())
-    elif request.param == "cluster":
-        cluster: ClusterProcess = request.getfixturevalue("redis_cluster")
-        client = RedisCluster.from_url(cluster.url)
-        await client.flushall(target_nodes=RedisCluster.PRIMARIES)
-    else:
-        server: RedisServer = request.getfixturevalue("redis_server")
-        client = Redis.from_url(server.url)
-        await client.flushall()
+    client = await fresh_client(request, request.param)
     yield RedisKeeper(client, timeout_s=2.0)
     await client.aclose()
 

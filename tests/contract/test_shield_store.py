@@ -8,12 +8,11 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 
-import fakeredis
 import pytest
-from redis.asyncio import Redis, RedisCluster
+from redis.asyncio import Redis
 
 from gateway.store.shield import MANUAL, Held, MemoryShield, RedisShield, Rules, ShieldStore
-from tests.support.clusterproc import RedisCluster as ClusterProcess
+from tests.contract.conftest import fresh_client
 from tests.support.redisproc import RedisServer
 
 MIN = 60_000
@@ -35,17 +34,7 @@ async def shield(request: pytest.FixtureRequest) -> AsyncIterator[ShieldStore]:
     if request.param == "memory":
         yield MemoryShield()
         return
-    client: Redis | RedisCluster
-    if request.param == "fakeredis":
-        client = fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer())
-    elif request.param == "cluster":
-        cluster: ClusterProcess = request.getfixturevalue("redis_cluster")
-        client = RedisCluster.from_url(cluster.url)
-        await client.flushall(target_nodes=RedisCluster.PRIMARIES)
-    else:
-        server: RedisServer = request.getfixturevalue("redis_server")
-        client = Redis.from_url(server.url)
-        await client.flushall()
+    client = await fresh_client(request, request.param)
     yield RedisShield(client)
     await client.aclose()
 

@@ -26,3 +26,10 @@ def backend(request: pytest.FixtureRequest) -> dict[str, Any]:
     server: RedisServer = request.getfixturevalue("redis_server")
     server.cli("FLUSHALL")
     return {"redis": {"url": server.url}}
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """The module's redis-server, flushed for this test."""
+    redis_server.cli("FLUSHALL")
+    return redis_server.url

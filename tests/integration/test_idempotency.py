@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -12,23 +11,10 @@ import pytest
 from tests.conftest import GatewayFactory
 from tests.integration.test_forwarding import SEND, TEXT, call
 from tests.support.gatewayproc import OTHER_TOKEN
-from tests.support.redisproc import RedisServer
 from tests.support.simproc import SimProcess
 
 KEY = "Idempotency-Key"
 BILLS = "/chatapps/api/v1/subaccounts/acme_bills/messages"
-
-
-@pytest.fixture(scope="module")
-def redis_server() -> Iterator[RedisServer]:
-    with RedisServer() as server:
-        yield server
-
-
-@pytest.fixture
-def redis_url(redis_server: RedisServer) -> str:
-    redis_server.cli("FLUSHALL")
-    return redis_server.url
 
 
 def _workers_up(log: str) -> int:

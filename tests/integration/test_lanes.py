@@ -5,34 +5,19 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
 import redis
 
 from tests.conftest import GatewayFactory
 from tests.integration.test_forwarding import SEND, TEXT, call
 from tests.support.gatewayproc import ADMIN_TOKEN, CLIENT_TOKEN, sha
-from tests.support.redisproc import RedisServer
 from tests.support.simproc import SimProcess
 
 VERIFY = "/verify/api/v2/subaccounts/acme_otp/sessions"
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 CLIENT = {"Authorization": f"Bearer {CLIENT_TOKEN}"}
 OPTOUT = "/admin/v1/accounts/acme/optouts/+6591234567"
-
-
-@pytest.fixture(scope="module")
-def redis_server() -> Iterator[RedisServer]:
-    with RedisServer() as server:
-        yield server
-
-
-@pytest.fixture
-def redis_url(redis_server: RedisServer) -> str:
-    redis_server.cli("FLUSHALL")
-    return redis_server.url
 
 
 def _shadow_count(text: str, rule: str) -> float:

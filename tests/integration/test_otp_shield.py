@@ -6,17 +6,13 @@ shadow mode forwards everything and counts; countries, the safe list, admin rele
 from __future__ import annotations
 
 import urllib.request
-from collections.abc import Iterator
 from typing import Any
 
 import aiohttp
-import pytest
-import redis
 
 from tests.conftest import GatewayFactory
 from tests.integration.test_forwarding import call
 from tests.support.gatewayproc import ADMIN_TOKEN, GatewayProcess
-from tests.support.redisproc import RedisServer
 from tests.support.simproc import SimProcess
 
 VERIFY = "/verify/api/v2/subaccounts/acme_otp/sessions"
@@ -24,22 +20,6 @@ SMS = "/sms/api/v1/subaccounts/acme_main/messages"
 SHIELD = "/admin/v1/otp-shield/prefixes"
 ADMIN_AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 PUMPED = "+44790010"  # +44 7900 10xxxx: the prefix of the default prefix_digits (6)
-
-
-@pytest.fixture(scope="module")
-def redis_server() -> Iterator[RedisServer]:
-    with RedisServer() as server:
-        yield server
-
-
-@pytest.fixture(params=["memory", "redis"])
-def backend(request: pytest.FixtureRequest) -> dict[str, Any]:
-    if request.param == "memory":
-        return {}
-    server: RedisServer = request.getfixturevalue("redis_server")
-    with redis.Redis.from_url(server.url) as client:
-        client.flushall()  # the OTP buckets and the shield of the test before
-    return {"redis": {"url": server.url}}
 
 
 def start(start_gateway: GatewayFactory, backend: dict[str, Any], **shield: Any) -> GatewayProcess:
