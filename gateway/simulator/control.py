@@ -6,6 +6,7 @@ Errors here are `{"error": "..."}` with 400: they are the test's mistakes, not 8
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
@@ -77,16 +78,27 @@ async def reset(request: web.Request) -> web.Response:
     return _json({"ok": True})
 
 
+async def _apply_settings(
+    request: web.Request, apply: Callable[[dict[str, Any]], object]
+) -> web.Response | None:
+    """Hand the body's JSON object of settings to `apply`; the 400 when it is none, or
+    when `apply` refuses a value (ValueError)."""
+    try:
+        changes = await _body(request)
+        if not isinstance(changes, dict):
+            return _bad("a JSON object of settings expected")
+        apply(changes)
+    except (orjson.JSONDecodeError, ValueError) as exc:
+        return _bad(str(exc))
+    return None
+
+
 async def config(request: web.Request) -> web.Response:
     sim = request.app[SIM]
     if request.method == "POST":
-        try:
-            changes = await _body(request)
-            if not isinstance(changes, dict):
-                return _bad("a JSON object of settings expected")
-            sim.config.update(changes)
-        except (orjson.JSONDecodeError, ValueError) as exc:
-            return _bad(str(exc))
+        refused = await _apply_settings(request, sim.config.update)
+        if refused is not None:
+            return refused
         sim.recorder.resize(sim.config.record_limit)
     return _json(sim.config.as_dict())
 
@@ -116,13 +128,9 @@ async def meta(request: web.Request) -> web.Response:
     """Meta's settings (POST: change them) and what it judged (gateway/simulator/meta.py)."""
     sim = request.app[SIM]
     if request.method == "POST":
-        try:
-            changes = await _body(request)
-            if not isinstance(changes, dict):
-                return _bad("a JSON object of settings expected")
-            sim.meta.configure(changes)
-        except (orjson.JSONDecodeError, ValueError) as exc:
-            return _bad(str(exc))
+        refused = await _apply_settings(request, sim.meta.configure)
+        if refused is not None:
+            return refused
     if request.query.get("wait") == "1":
         await sim.meta.idle()
     return _json({"config": asdict(sim.meta.config), **sim.meta.stats()})
