@@ -116,11 +116,16 @@ def with_rejected(payload: bytes, report: list[dict[str, Any]]) -> bytes:
         return payload
     if not isinstance(answer, dict):
         return payload
+    add_rejected(answer, report)
+    return orjson.dumps(answer)
+
+
+def add_rejected(answer: dict[str, Any], report: list[dict[str, Any]]) -> None:
+    """`gatewayRejected` added to a decoded batch answer, counted in `rejectedCount`."""
     counted = answer.get("rejectedCount")
     if type(counted) is int:
         answer["rejectedCount"] = counted + len(report)
     answer["gatewayRejected"] = report
-    return orjson.dumps(answer)
 
 
 #: a decided request's RateLimit fields (RateLimit-Policy, RateLimit), added as its answer

@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 
+from gateway import answers
 from gateway.config import Config
 from gateway.routes import Kind, Route
 
@@ -43,13 +44,17 @@ def ask(body: bytes) -> bytes:
     return orjson.dumps(batch)
 
 
-def hide(payload: bytes) -> bytes:
-    """8x8's answer as the caller asked for it: without the `messages` list."""
+def hide(payload: bytes, report: list[dict[str, Any]] | None = None) -> bytes:
+    """8x8's answer as the caller asked for it: without the `messages` list, and with the
+    gateway's `report` of dropped entries when there is one (answers.add_rejected), in one
+    decoding of a possibly large answer."""
     try:
         answer = orjson.loads(payload)
     except orjson.JSONDecodeError:
         return payload
-    if not isinstance(answer, dict) or "messages" not in answer:
+    if not isinstance(answer, dict) or ("messages" not in answer and report is None):
         return payload
-    del answer["messages"]
+    answer.pop("messages", None)
+    if report is not None:
+        answers.add_rejected(answer, report)
     return orjson.dumps(answer)

@@ -236,10 +236,11 @@ async def _forward(
     await scheduled.remember(request.app, route.product, request.method, route.path, body, answer)
     await pii.remember(request.app, route.product, request.method, route.path, answer)
     payload = answer.body
-    if hidden and 200 <= answer.status < 300:
-        payload = listing.hide(payload)
-    if report is not None and 200 <= answer.status < 300:
-        payload = answers.with_rejected(payload, report)
+    if 200 <= answer.status < 300:
+        if hidden:
+            payload = listing.hide(payload, report)
+        elif report is not None:
+            payload = answers.with_rejected(payload, report)
     return web.Response(status=answer.status, body=payload, headers=answer.headers)
 
 

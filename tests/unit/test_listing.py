@@ -54,3 +54,11 @@ def test_the_list_is_asked_for_and_taken_out_of_the_answer_again() -> None:
         "batchId": "b", "acceptedCount": 1, "rejectedCount": 0
     }  # fmt: skip
     assert listing.hide(b"not json") == b"not json"
+
+
+def test_the_list_is_hidden_and_the_dropped_entries_reported_in_one_answer() -> None:
+    answer = {"batchId": "b", "acceptedCount": 1, "rejectedCount": 0, "messages": [{"umid": "u"}]}
+    report = [{"index": 1, "gatewayCode": "recipient.opted_out"}]
+    assert orjson.loads(listing.hide(orjson.dumps(answer), report)) == {
+        "batchId": "b", "acceptedCount": 1, "rejectedCount": 1, "gatewayRejected": report
+    }  # fmt: skip
